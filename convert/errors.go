@@ -1,0 +1,15 @@
+package convert
+
+import "errors"
+
+var (
+	// ErrNotImage is returned when the source is not a container image this
+	// package can convert (a schema 1 image, an artifact, a broken config).
+	ErrNotImage = errors.New("not a convertible container image")
+	// ErrCorruptLayer is returned when a source layer does not match its
+	// digest or size, or does not decompress.
+	ErrCorruptLayer = errors.New("corrupt or truncated layer")
+	// ErrNoPlatform is returned by SelectPlatform when the index has no
+	// image for the requested platform.
+	ErrNoPlatform = errors.New("platform not found")
+)

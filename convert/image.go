@@ -1,0 +1,426 @@
+package convert
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Progress reports how far the reading of one source layer has come.
+type Progress struct {
+	// Platform is the image's platform ("linux/amd64") inside an index.
+	Platform string
+	// Layer is the layer's index in its image, Layers how many there are.
+	Layer, Layers int
+	// Digest is the source layer's digest.
+	Digest string
+	// Read counts source (compressed) bytes read so far, of Total.
+	Read, Total int64
+	// Done is set on the last report for the layer.
+	Done bool
+}
+
+// Result describes a conversion.
+type Result struct {
+	// Digest and MediaType are those of the result's top manifest or index.
+	Digest    v1.Hash         `json:"digest"`
+	MediaType types.MediaType `json:"mediaType"`
+	// Images has one entry per converted image manifest.
+	Images []ImageResult `json:"images"`
+	// Dropped lists index entries left out of the result, such as
+	// attestation manifests that describe the source image.
+	Dropped []v1.Descriptor `json:"dropped,omitempty"`
+}
+
+// ImageResult describes one converted image manifest.
+type ImageResult struct {
+	Digest   v1.Hash       `json:"digest"`
+	Platform *v1.Platform  `json:"platform,omitempty"`
+	Layers   []LayerResult `json:"layers"`
+}
+
+// Converted is the result of a conversion: exactly one of Image and Index is
+// set. Its converted blobs are staged in a temporary directory until Close,
+// so write it to its destination first.
+type Converted struct {
+	Image  v1.Image
+	Index  v1.ImageIndex
+	Result Result
+	dir    string
+}
+
+// Close removes the staged blobs.
+func (c *Converted) Close() error {
+	if c == nil || c.dir == "" {
+		return nil
+	}
+	return os.RemoveAll(c.dir)
+}
+
+// Image converts every filesystem layer of img to eStargz.
+func Image(ctx context.Context, img v1.Image, opts ...Option) (*Converted, error) {
+	c, err := newConverter(opts)
+	if err != nil {
+		return nil, err
+	}
+	out, res, err := c.image(ctx, img, "")
+	if err != nil {
+		c.cleanup()
+		return nil, err
+	}
+	return c.result(out, nil, res, nil)
+}
+
+// Index converts every image of idx to eStargz. Nested indexes are
+// converted recursively; attestation manifests, which describe the source
+// images, are dropped and listed in the result.
+func Index(ctx context.Context, idx v1.ImageIndex, opts ...Option) (*Converted, error) {
+	c, err := newConverter(opts)
+	if err != nil {
+		return nil, err
+	}
+	var res Result
+	out, err := c.index(ctx, idx, &res)
+	if err != nil {
+		c.cleanup()
+		return nil, err
+	}
+	return c.result(nil, out, res.Images, res.Dropped)
+}
+
+type converter struct {
+	o    options
+	dir  string
+	done map[string]*converted
+}
+
+// layerPos places a layer for progress reports.
+type layerPos struct {
+	platform     string
+	index, count int
+}
+
+func newConverter(opts []Option) (*converter, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	// Check the writer options once, before any download.
+	if _, err := makeOptions([]Option{WithChunkSize(o.chunkSize), WithCompressionLevel(o.level)}); err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp(o.tmpDir, "lazydisk-convert-")
+	if err != nil {
+		return nil, fmt.Errorf("creating staging directory: %w", err)
+	}
+	return &converter{o: o, dir: dir, done: map[string]*converted{}}, nil
+}
+
+func (c *converter) cleanup() { os.RemoveAll(c.dir) }
+
+func (c *converter) result(img v1.Image, idx v1.ImageIndex, images []ImageResult, dropped []v1.Descriptor) (*Converted, error) {
+	out := &Converted{Image: img, Index: idx, dir: c.dir}
+	var d partial.Describable = img
+	if idx != nil {
+		d = idx
+	}
+	var err error
+	if out.Result.Digest, err = d.Digest(); err != nil {
+		c.cleanup()
+		return nil, err
+	}
+	if out.Result.MediaType, err = d.MediaType(); err != nil {
+		c.cleanup()
+		return nil, err
+	}
+	out.Result.Images, out.Result.Dropped = images, dropped
+	return out, nil
+}
+
+func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v1.Image, []ImageResult, error) {
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading manifest: %w", err)
+	}
+	if m.MediaType.IsSchema1() || m.Config.MediaType.IsSchema1() {
+		return nil, nil, fmt.Errorf("docker schema 1 images are not supported: %w", ErrNotImage)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading config: %w", err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, nil, fmt.Errorf("config lists %d diff_ids for %d layers: %w", len(cfg.RootFS.DiffIDs), len(m.Layers), ErrNotImage)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading layers: %w", err)
+	}
+	res := ImageResult{}
+	if cfg.OS != "" {
+		res.Platform = &v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
+	}
+	bi := &builtImage{layers: map[v1.Hash]v1.Layer{}}
+	newM := v1.Manifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIManifestSchema1,
+		Annotations:   m.Annotations,
+		Subject:       m.Subject,
+		Layers:        make([]v1.Descriptor, len(m.Layers)),
+	}
+	diffIDs := make([]v1.Hash, len(m.Layers))
+	changed := false
+	for i, desc := range m.Layers {
+		cl, err := c.convertLayer(ctx, layers[i], desc, cfg.RootFS.DiffIDs[i], layerPos{platform: platform, index: i, count: len(m.Layers)})
+		if err != nil {
+			return nil, nil, err
+		}
+		r := cl.result
+		newM.Layers[i] = v1.Descriptor{MediaType: r.MediaType, Size: r.Size, Digest: r.Digest, Annotations: cl.annotations, URLs: desc.URLs}
+		diffIDs[i] = r.DiffID
+		changed = changed || !r.Kept
+		bi.layers[r.Digest] = cl.layer
+		res.Layers = append(res.Layers, r)
+	}
+	if !changed && m.MediaType == types.OCIManifestSchema1 {
+		// Nothing to do: keep the source manifest byte for byte.
+		d, err := img.Digest()
+		if err != nil {
+			return nil, nil, err
+		}
+		res.Digest = d
+		return img, []ImageResult{res}, nil
+	}
+	rawCfg, err := img.RawConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading config: %w", err)
+	}
+	if changed {
+		if rawCfg, err = setDiffIDs(rawCfg, diffIDs); err != nil {
+			return nil, nil, err
+		}
+	}
+	bi.config = rawCfg
+	newM.Config = v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(rawCfg)), Digest: sha256Hash(rawCfg)}
+	if m.Config.MediaType != types.DockerConfigJSON && m.Config.MediaType != "" {
+		newM.Config.MediaType = m.Config.MediaType
+	}
+	if bi.manifest, err = json.Marshal(&newM); err != nil {
+		return nil, nil, err
+	}
+	out, err := partial.CompressedToImage(bi)
+	if err != nil {
+		return nil, nil, err
+	}
+	if res.Digest, err = out.Digest(); err != nil {
+		return nil, nil, err
+	}
+	return out, []ImageResult{res}, nil
+}
+
+// setDiffIDs replaces rootfs.diff_ids in a raw config and keeps every other
+// field, including ones this program does not know.
+func setDiffIDs(raw []byte, diffIDs []v1.Hash) ([]byte, error) {
+	var cfg map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return nil, fmt.Errorf("parsing config: %w", err)
+	}
+	rootfs, err := json.Marshal(v1.RootFS{Type: "layers", DiffIDs: diffIDs})
+	if err != nil {
+		return nil, err
+	}
+	cfg["rootfs"] = rootfs
+	return json.Marshal(cfg)
+}
+
+func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (v1.ImageIndex, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading index: %w", err)
+	}
+	bx := &builtIndex{images: map[v1.Hash]v1.Image{}, indexes: map[v1.Hash]v1.ImageIndex{}}
+	newIM := v1.IndexManifest{
+		SchemaVersion: 2,
+		MediaType:     types.OCIImageIndex,
+		Annotations:   im.Annotations,
+		Subject:       im.Subject,
+	}
+	for _, desc := range im.Manifests {
+		switch {
+		case isAttestation(desc):
+			res.Dropped = append(res.Dropped, desc)
+			continue
+		case desc.MediaType.IsIndex():
+			child, err := idx.ImageIndex(desc.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("reading index %s: %w", desc.Digest, err)
+			}
+			out, err := c.index(ctx, child, res)
+			if err != nil {
+				return nil, err
+			}
+			nd, err := partial.Descriptor(out)
+			if err != nil {
+				return nil, err
+			}
+			bx.indexes[nd.Digest] = out
+			newIM.Manifests = append(newIM.Manifests, withDesc(desc, *nd))
+		case desc.MediaType.IsImage():
+			child, err := idx.Image(desc.Digest)
+			if err != nil {
+				return nil, fmt.Errorf("reading image %s: %w", desc.Digest, err)
+			}
+			platform := ""
+			if desc.Platform != nil {
+				platform = desc.Platform.String()
+			}
+			out, r, err := c.image(ctx, child, platform)
+			if err != nil {
+				if platform != "" {
+					return nil, fmt.Errorf("%s: %w", platform, err)
+				}
+				return nil, err
+			}
+			if desc.Platform != nil {
+				r[0].Platform = desc.Platform
+			}
+			nd, err := partial.Descriptor(out)
+			if err != nil {
+				return nil, err
+			}
+			bx.images[nd.Digest] = out
+			newIM.Manifests = append(newIM.Manifests, withDesc(desc, *nd))
+			res.Images = append(res.Images, r...)
+		default:
+			return nil, fmt.Errorf("index entry %s has media type %q, which is neither an image nor an index: %w", desc.Digest, desc.MediaType, ErrNotImage)
+		}
+	}
+	var err2 error
+	if bx.manifest, err2 = json.Marshal(&newIM); err2 != nil {
+		return nil, err2
+	}
+	return bx, nil
+}
+
+// withDesc keeps an index entry's platform and annotations but points it at
+// the converted manifest.
+func withDesc(old, nd v1.Descriptor) v1.Descriptor {
+	return v1.Descriptor{MediaType: nd.MediaType, Size: nd.Size, Digest: nd.Digest, Platform: old.Platform, Annotations: old.Annotations}
+}
+
+// isAttestation matches BuildKit's attestation manifests, which reference the
+// digest of the image they describe and would be stale after conversion.
+func isAttestation(d v1.Descriptor) bool {
+	return d.Annotations["vnd.docker.reference.type"] == "attestation-manifest"
+}
+
+// SelectPlatform returns the image of idx for platform p, matching OS,
+// architecture and, when p has one, variant.
+func SelectPlatform(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return nil, err
+	}
+	var have []string
+	for _, d := range im.Manifests {
+		if d.Platform == nil || isAttestation(d) || !d.MediaType.IsImage() {
+			continue
+		}
+		have = append(have, d.Platform.String())
+		if d.Platform.OS == p.OS && d.Platform.Architecture == p.Architecture && (p.Variant == "" || d.Platform.Variant == p.Variant) {
+			return idx.Image(d.Digest)
+		}
+	}
+	return nil, fmt.Errorf("no image for platform %s in the index (it has %v): %w", p.String(), have, ErrNoPlatform)
+}
+
+// builtImage is a converted image: new manifest and config, layers by digest.
+type builtImage struct {
+	manifest, config []byte
+	layers           map[v1.Hash]v1.Layer
+}
+
+func (b *builtImage) RawConfigFile() ([]byte, error)      { return b.config, nil }
+func (b *builtImage) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
+func (b *builtImage) RawManifest() ([]byte, error)        { return b.manifest, nil }
+func (b *builtImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	if l, ok := b.layers[h]; ok {
+		return l, nil
+	}
+	return nil, fmt.Errorf("no layer %s in the converted image", h)
+}
+
+// builtIndex is a converted index.
+type builtIndex struct {
+	manifest []byte
+	images   map[v1.Hash]v1.Image
+	indexes  map[v1.Hash]v1.ImageIndex
+}
+
+var _ v1.ImageIndex = (*builtIndex)(nil)
+
+func (b *builtIndex) MediaType() (types.MediaType, error) { return types.OCIImageIndex, nil }
+func (b *builtIndex) Digest() (v1.Hash, error)            { return sha256Hash(b.manifest), nil }
+func (b *builtIndex) Size() (int64, error)                { return int64(len(b.manifest)), nil }
+func (b *builtIndex) RawManifest() ([]byte, error)        { return b.manifest, nil }
+func (b *builtIndex) IndexManifest() (*v1.IndexManifest, error) {
+	return v1.ParseIndexManifest(bytes.NewReader(b.manifest))
+}
+func (b *builtIndex) Image(h v1.Hash) (v1.Image, error) {
+	if img, ok := b.images[h]; ok {
+		return img, nil
+	}
+	return nil, fmt.Errorf("no image %s in the converted index", h)
+}
+func (b *builtIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
+	if idx, ok := b.indexes[h]; ok {
+		return idx, nil
+	}
+	return nil, fmt.Errorf("no index %s in the converted index", h)
+}
+
+func sha256Hash(b []byte) v1.Hash {
+	h, _, _ := v1.SHA256(bytes.NewReader(b))
+	return h
+}
+
+// progressReader reports bytes read at most every 100 ms, and at the end.
+type progressReader struct {
+	ctx    context.Context
+	r      io.Reader
+	report func(Progress)
+	p      Progress
+	last   time.Time
+}
+
+func (pr *progressReader) Read(b []byte) (int, error) {
+	if err := pr.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := pr.r.Read(b)
+	pr.p.Read += int64(n)
+	if pr.report != nil {
+		if err == io.EOF {
+			pr.finish()
+		} else if now := time.Now(); now.Sub(pr.last) >= 100*time.Millisecond {
+			pr.last = now
+			pr.report(pr.p)
+		}
+	}
+	return n, err
+}
+
+func (pr *progressReader) finish() {
+	if pr.report != nil && !pr.p.Done {
+		pr.p.Done = true
+		pr.report(pr.p)
+	}
+}

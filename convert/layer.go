@@ -1,0 +1,342 @@
+package convert
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+
+	"github.com/containerd/stargz-snapshotter/estargz"
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/lazydisk/lazydisk/internal/esgz"
+)
+
+// Layer annotation keys written on converted layers.
+const (
+	// AnnotationTOCDigest is the digest of the eStargz TOC JSON, which
+	// stargz-snapshotter and containers/storage require for lazy pulls.
+	AnnotationTOCDigest = estargz.TOCJSONDigestAnnotation
+	// AnnotationUncompressedSize is the decimal length of the decompressed blob.
+	AnnotationUncompressedSize = estargz.StoreUncompressedSizeAnnotation
+)
+
+// staleAnnotations describe a layer's compressed form; they are dropped when
+// the layer is recompressed, like containers/image does.
+var staleAnnotations = []string{
+	AnnotationTOCDigest,
+	AnnotationUncompressedSize,
+	"containerd.io/uncompressed",
+	"io.github.containers.zstd-chunked.manifest-checksum",
+	"io.github.containers.zstd-chunked.manifest-position",
+	"io.github.containers.zstd-chunked.tarsplit-position",
+	"io.containers.zstd-chunked.manifest-checksum",
+	"io.containers.zstd-chunked.manifest-position",
+}
+
+// Compression magics used to sniff a layer's real encoding.
+var (
+	gzipMagic = []byte{0x1f, 0x8b}
+	zstdMagic = []byte{0x28, 0xb5, 0x2f, 0xfd}
+)
+
+// LayerResult describes what happened to one layer.
+type LayerResult struct {
+	// Source is the digest of the layer in the source image.
+	Source v1.Hash `json:"source"`
+	// Digest, Size and MediaType are those of the layer in the result.
+	Digest    v1.Hash         `json:"digest"`
+	Size      int64           `json:"size"`
+	MediaType types.MediaType `json:"mediaType"`
+	// DiffID is the digest of the uncompressed layer, UncompressedSize its length.
+	DiffID           v1.Hash `json:"diffID"`
+	UncompressedSize int64   `json:"uncompressedSize,omitempty"`
+	// TOCDigest is the value of the TOC digest annotation.
+	TOCDigest string `json:"tocDigest,omitempty"`
+	// Chunks counts the chunks in the TOC.
+	Chunks int `json:"chunks,omitempty"`
+	// Kept is true when the layer was carried over unchanged; Reason says why.
+	Kept   bool   `json:"kept,omitempty"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// converted is a layer after conversion: the v1.Layer to put in the
+// manifest, the annotations of its descriptor and what to report.
+type converted struct {
+	layer       v1.Layer
+	annotations map[string]string
+	result      LayerResult
+}
+
+// isTarLayer reports whether mt is a filesystem layer this package can read.
+func isTarLayer(mt types.MediaType) bool {
+	switch mt {
+	case types.DockerLayer, types.DockerUncompressedLayer, types.OCILayer, types.OCIUncompressedLayer,
+		types.OCILayerZStd:
+		return true
+	}
+	return false
+}
+
+// convertLayer turns one source layer into an eStargz layer staged in dir,
+// or keeps it when it already is one with correct annotations.
+func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash, pos layerPos) (*converted, error) {
+	keep := &converted{layer: l, annotations: desc.Annotations, result: LayerResult{
+		Source: desc.Digest, Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType, DiffID: diffID, Kept: true,
+	}}
+	if !isTarLayer(desc.MediaType) {
+		keep.result.Reason = "not a filesystem layer"
+		return keep, nil
+	}
+	key := desc.Digest.String()
+	if done, ok := c.done[key]; ok {
+		return done, nil
+	}
+
+	prog := Progress{Platform: pos.platform, Layer: pos.index, Layers: pos.count, Digest: desc.Digest.String(), Total: desc.Size}
+	var src io.Reader
+	if c.o.force || !keepCandidate(desc) {
+		rc, err := l.Compressed()
+		if err != nil {
+			return nil, fmt.Errorf("reading layer %s: %w", desc.Digest, err)
+		}
+		defer rc.Close()
+		src = newVerifyingReader(&progressReader{ctx: ctx, r: rc, report: c.o.progress, p: prog}, desc)
+	} else {
+		f, err := c.stage(ctx, l, desc, prog)
+		if err != nil {
+			return nil, fmt.Errorf("reading layer %s: %w", desc.Digest, err)
+		}
+		defer f.Close()
+		if r, ok, err := c.checkEStargz(ctx, f, desc, diffID); err != nil {
+			return nil, err
+		} else if ok {
+			keep.result.TOCDigest = r.TOCDigest.String()
+			keep.result.UncompressedSize = r.Uncompressed
+			keep.result.Chunks = r.Chunks
+			keep.result.Reason = "already eStargz with correct annotations"
+			c.done[key] = keep
+			return keep, nil
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return nil, err
+		}
+		src = f
+	}
+
+	out, err := os.CreateTemp(c.dir, "layer-*.esgz")
+	if err != nil {
+		return nil, fmt.Errorf("staging layer: %w", err)
+	}
+	defer out.Close()
+	rd, err := decompress(src)
+	if err != nil {
+		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)
+	}
+	bw := bufio.NewWriterSize(out, 1<<20)
+	blob, err := WriteEStargz(ctx, bw, rd, WithChunkSize(c.o.chunkSize), WithCompressionLevel(c.o.level), WithWorkers(c.o.workers))
+	if err == nil {
+		// Read to the end so that trailing garbage and a wrong digest are
+		// caught even when the tar stream ended early.
+		err = drain(src)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("converting layer %s: %w", desc.Digest, err)
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, fmt.Errorf("staging layer: %w", err)
+	}
+	if err := out.Close(); err != nil {
+		return nil, fmt.Errorf("staging layer: %w", err)
+	}
+
+	ann := make(map[string]string, len(desc.Annotations)+2)
+	for k, v := range desc.Annotations {
+		ann[k] = v
+	}
+	for _, k := range staleAnnotations {
+		delete(ann, k)
+	}
+	ann[AnnotationTOCDigest] = blob.TOCDigest.String()
+	ann[AnnotationUncompressedSize] = strconv.FormatInt(blob.Uncompressed, 10)
+
+	fl := &fileLayer{path: out.Name(), mediaType: types.OCILayer}
+	if fl.digest, err = v1.NewHash(blob.Digest.String()); err != nil {
+		return nil, err
+	}
+	if fl.diffID, err = v1.NewHash(blob.DiffID.String()); err != nil {
+		return nil, err
+	}
+	fl.size = blob.Size
+	res := &converted{layer: fl, annotations: ann, result: LayerResult{
+		Source: desc.Digest, Digest: fl.digest, Size: fl.size, MediaType: fl.mediaType, DiffID: fl.diffID,
+		UncompressedSize: blob.Uncompressed, TOCDigest: blob.TOCDigest.String(), Chunks: blob.Chunks,
+	}}
+	c.done[key] = res
+	return res, nil
+}
+
+// keepCandidate reports whether a layer claims to be eStargz, in which case
+// it is checked before being converted again.
+func keepCandidate(desc v1.Descriptor) bool {
+	_, ok := desc.Annotations[AnnotationTOCDigest]
+	return ok && desc.Annotations[AnnotationUncompressedSize] != "" &&
+		(desc.MediaType == types.OCILayer || desc.MediaType == types.DockerLayer)
+}
+
+// stage copies the layer's compressed bytes to a temporary file, checking
+// its digest, so that the eStargz check and a conversion share one download.
+func (c *converter) stage(ctx context.Context, l v1.Layer, desc v1.Descriptor, prog Progress) (*os.File, error) {
+	rc, err := l.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(c.dir, "source-*")
+	if err != nil {
+		return nil, fmt.Errorf("staging layer: %w", err)
+	}
+	os.Remove(f.Name()) // the open file keeps its data until closed
+	vr := newVerifyingReader(&progressReader{ctx: ctx, r: rc, report: c.o.progress, p: prog}, desc)
+	if _, err := io.Copy(f, vr); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// verifyingReader checks the size and sha256 digest of what it reads
+// against the layer descriptor when it reaches EOF.
+type verifyingReader struct {
+	r    io.Reader
+	desc v1.Descriptor
+	h    digest.Digester
+	n    int64
+}
+
+func newVerifyingReader(r io.Reader, desc v1.Descriptor) *verifyingReader {
+	return &verifyingReader{r: r, desc: desc, h: digest.Canonical.Digester()}
+}
+
+func (v *verifyingReader) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Hash().Write(p[:n])
+	v.n += int64(n)
+	if err == io.EOF {
+		if v.desc.Size > 0 && v.n != v.desc.Size {
+			return n, fmt.Errorf("got %d bytes, the manifest says %d: %w", v.n, v.desc.Size, ErrCorruptLayer)
+		}
+		if v.desc.Digest.Algorithm == "sha256" && v.h.Digest().String() != v.desc.Digest.String() {
+			return n, fmt.Errorf("content digest %s does not match the manifest: %w", v.h.Digest(), ErrCorruptLayer)
+		}
+	}
+	return n, err
+}
+
+// drain reads r to EOF, so that its size and digest checks run.
+func drain(r io.Reader) error {
+	_, err := io.Copy(io.Discard, r)
+	return err
+}
+
+// checkEStargz reports whether the staged layer already is valid eStargz
+// whose annotations match it, so it can be kept as is.
+func (c *converter) checkEStargz(ctx context.Context, f *os.File, desc v1.Descriptor, diffID v1.Hash) (*esgz.Report, bool, error) {
+	dgst, err := digest.Parse(desc.Annotations[AnnotationTOCDigest])
+	if err != nil {
+		return nil, false, nil
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	r, err := esgz.Validate(ctx, io.NewSectionReader(f, 0, st.Size()), dgst)
+	if err != nil {
+		return nil, false, nil //nolint:nilerr // invalid eStargz is simply converted again
+	}
+	if strconv.FormatInt(r.Uncompressed, 10) != desc.Annotations[AnnotationUncompressedSize] || r.DiffID.String() != diffID.String() {
+		return nil, false, nil
+	}
+	return r, true, nil
+}
+
+// decompress sniffs the layer's real encoding (media types lie) and returns
+// the uncompressed tar stream.
+func decompress(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	switch {
+	case bytes.HasPrefix(magic, gzipMagic):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCorruptLayer, err)
+		}
+		return &decodeErrReader{zr}, nil
+	case bytes.HasPrefix(magic, zstdMagic):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrCorruptLayer, err)
+		}
+		return &decodeErrReader{zr.IOReadCloser()}, nil
+	}
+	return br, nil
+}
+
+// decodeErrReader marks decompression failures as a corrupt layer.
+type decodeErrReader struct{ r io.Reader }
+
+func (d *decodeErrReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("%w: %w", ErrCorruptLayer, err)
+	}
+	return n, err
+}
+
+// fileLayer is a staged layer blob on local disk.
+type fileLayer struct {
+	path           string
+	digest, diffID v1.Hash
+	size           int64
+	mediaType      types.MediaType
+}
+
+var _ v1.Layer = (*fileLayer)(nil)
+
+func (l *fileLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)             { return l.diffID, nil }
+func (l *fileLayer) Size() (int64, error)                 { return l.size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error)  { return l.mediaType, nil }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
+func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return gunzipFile(l.path) }
+
+func gunzipFile(path string) (io.ReadCloser, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	zr, err := gzip.NewReader(bufio.NewReader(f))
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{zr, f}, nil
+}
