@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -289,8 +288,8 @@ func (ew *estargzWriter) addChunks(reg *estargz.TOCEntry, payload io.Reader) err
 		j.data = j.data[:n]
 		if _, err := io.ReadFull(payload, j.data); err != nil {
 			ew.p.release(j)
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("reading %q: %w", reg.Name, io.ErrUnexpectedEOF)
+			if err == io.EOF || err == io.ErrUnexpectedEOF {
+				err = fmt.Errorf("%w: payload: %w", tarstream.ErrInvalid, io.ErrUnexpectedEOF)
 			}
 			return fmt.Errorf("reading %q: %w", reg.Name, err)
 		}

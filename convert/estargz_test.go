@@ -303,7 +303,8 @@ func TestWriteEStargzBadInput(t *testing.T) {
 	}{
 		{"empty", nil, tarstream.ErrNotTar},
 		{"not a tar", bytes.Repeat([]byte("not a tar archive "), 100), tarstream.ErrNotTar},
-		{"truncated payload", good[:len(good)/2], io.ErrUnexpectedEOF},
+		{"truncated payload", good[:len(good)/2], tarstream.ErrInvalid},
+		{"truncated header", good[:1000], tarstream.ErrInvalid},
 		{"dotdot", tarOf(t, file("disk/../../etc/passwd", []byte("x"))), tarstream.ErrUnsafePath},
 		{"absolute", tarOf(t, file("/etc/passwd", []byte("x"))), tarstream.ErrUnsafePath},
 		{"hardlink escape", tarOf(t, tarEntry{hdr: tar.Header{Typeflag: tar.TypeLink, Name: "x", Linkname: "../y"}}), tarstream.ErrUnsafePath},

@@ -113,10 +113,6 @@ func newConverter(opts []Option) (*converter, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Check the writer options once, before any download.
-	if _, err := makeOptions([]Option{WithChunkSize(o.chunkSize), WithCompressionLevel(o.level)}); err != nil {
-		return nil, err
-	}
 	dir, err := os.MkdirTemp(o.tmpDir, "lazydisk-convert-")
 	if err != nil {
 		return nil, fmt.Errorf("creating staging directory: %w", err)

@@ -18,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/internal/esgz"
+	"github.com/lazydisk/lazydisk/internal/tarstream"
 )
 
 // Layer annotation keys written on converted layers.
@@ -143,10 +144,15 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
 	blob, err := WriteEStargz(ctx, bw, rd, WithChunkSize(c.o.chunkSize), WithCompressionLevel(c.o.level), WithWorkers(c.o.workers))
-	if err == nil {
-		// Read to the end so that trailing garbage and a wrong digest are
-		// caught even when the tar stream ended early.
-		err = drain(src)
+	if err == nil || isContentError(err) {
+		// Read to the end, so that a wrong digest is reported as such
+		// rather than as the broken tar it decompresses to.
+		if derr := drain(src); derr != nil && (err == nil || errors.Is(derr, ErrCorruptLayer)) {
+			err = derr
+		}
+	}
+	if isContentError(err) && !errors.Is(err, ErrCorruptLayer) {
+		err = fmt.Errorf("%w: %w", ErrCorruptLayer, err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("converting layer %s: %w", desc.Digest, err)
@@ -243,6 +249,13 @@ func (v *verifyingReader) Read(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// isContentError reports whether err means the layer's bytes are bad, as
+// opposed to a failure to read or write them.
+func isContentError(err error) bool {
+	return errors.Is(err, ErrCorruptLayer) || errors.Is(err, tarstream.ErrInvalid) || errors.Is(err, tarstream.ErrNotTar) ||
+		errors.Is(err, tarstream.ErrTrailingData)
 }
 
 // drain reads r to EOF, so that its size and digest checks run.

@@ -19,7 +19,7 @@ const (
 	// DefaultGzipLevel is the default gzip level for eStargz: 6, which on
 	// disk images is within about 3% of level 9's size at several times
 	// its speed.
-	DefaultGzipLevel = gzip.DefaultCompression
+	DefaultGzipLevel = 6
 )
 
 // Option configures a conversion.
@@ -46,6 +46,13 @@ func makeOptions(opts []Option) (options, error) {
 		}
 	}
 	return o, nil
+}
+
+// CheckOptions reports the first invalid option, so that callers can
+// reject bad settings before any I/O.
+func CheckOptions(opts ...Option) error {
+	_, err := makeOptions(opts)
+	return err
 }
 
 // WithChunkSize sets the uncompressed size of file chunks, between

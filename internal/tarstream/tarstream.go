@@ -37,6 +37,8 @@ var (
 	ErrSparse = errors.New("sparse tar entries are not supported")
 	// ErrNotTar is returned when the stream does not start with a tar header.
 	ErrNotTar = errors.New("not a tar stream")
+	// ErrInvalid is returned for a malformed or truncated tar stream.
+	ErrInvalid = errors.New("invalid tar stream")
 	// ErrTrailingData is returned when more than 1 MiB follows the
 	// end-of-archive marker.
 	ErrTrailingData = errors.New("unexpected data after the end of the tar archive")
@@ -119,8 +121,11 @@ func (s *Scanner) Next() (*Entry, error) {
 		if s.nEntry == 0 && errors.Is(err, tar.ErrHeader) {
 			return nil, fmt.Errorf("%w: %w", ErrNotTar, err)
 		}
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("reading tar header: %w", io.ErrUnexpectedEOF)
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrHeader) {
+			return nil, fmt.Errorf("%w: reading header: %w", ErrInvalid, err)
 		}
 		return nil, fmt.Errorf("reading tar header: %w", err)
 	}
@@ -148,7 +153,7 @@ type payloadReader struct{ tr *tar.Reader }
 func (p payloadReader) Read(b []byte) (int, error) {
 	n, err := p.tr.Read(b)
 	if err == io.ErrUnexpectedEOF {
-		return n, fmt.Errorf("reading tar payload: %w", err)
+		return n, fmt.Errorf("%w: payload: %w", ErrInvalid, err)
 	}
 	return n, err
 }
