@@ -24,7 +24,8 @@ var units = []struct {
 // number with an optional suffix K, M, G or T (optionally followed by "iB"
 // or "B", any case), meaning powers of 1024.
 func Parse(s string) (int64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
+	// Accept what Format prints ("1.0 MiB") as well as "1M".
+	t := strings.ToUpper(strings.ReplaceAll(s, " ", ""))
 	if u := strings.TrimSuffix(t, "IB"); u != t {
 		t = u
 	} else if len(t) > 1 && t[len(t)-1] == 'B' && strings.ContainsRune("KMGT", rune(t[len(t)-2])) {

@@ -12,7 +12,7 @@ func TestParse(t *testing.T) {
 		want int64
 	}{
 		{"0", 0}, {"4096", 4096}, {"4K", 4096}, {"4k", 4096}, {"4KiB", 4096}, {"4KB", 4096},
-		{"1M", 1 << 20}, {"1.5G", 3 << 29}, {"2T", 2 << 40}, {" 512 ", 512}, {"10B", 10},
+		{"1M", 1 << 20}, {"1.5G", 3 << 29}, {"2T", 2 << 40}, {" 512 ", 512}, {"10B", 10}, {"1.0 MiB", 1 << 20},
 	}
 	for _, tc := range tests {
 		got, err := Parse(tc.in)
@@ -32,6 +32,9 @@ func TestFormat(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 3 << 29: "1.5 GiB"} {
 		if got := Format(n); got != want {
 			t.Errorf("Format(%d) = %q, want %q", n, got, want)
+		}
+		if back, err := Parse(Format(n)); err != nil || back != n {
+			t.Errorf("Parse(Format(%d)) = %d, %v", n, back, err)
 		}
 	}
 }

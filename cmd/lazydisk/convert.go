@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/spf13/cobra"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/size"
+)
+
+type convertOptions struct {
+	reg        *registryOptions
+	estargz    bool
+	chunkSize  string
+	level      int
+	platform   string
+	force      bool
+	digestFile string
+	format     string
+	tmpDir     string
+	progress   string
+}
+
+func newConvertCmd(reg *registryOptions) *cobra.Command {
+	o := &convertOptions{reg: reg}
+	cmd := &cobra.Command{
+		Use:   "convert --estargz SRC DST",
+		Short: "Repackage an image's layers as seekable eStargz",
+		Long: `Convert every filesystem layer of SRC into a seekable eStargz layer and write
+the result to DST as an OCI image (or index, for a multi-platform SRC).
+
+Each converted layer is annotated with its TOC digest
+(containerd.io/snapshot/stargz/toc.digest) and uncompressed size
+(io.containers.estargz.uncompressed-size); the config's diff_ids are updated and
+labels, env, history and annotations kept. Layers that already are valid eStargz
+with correct annotations are kept as they are unless --force is given.
+Chunks are compressed on all cores; the output is byte-for-byte reproducible.
+
+The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
+		Example: `  # Build and convert a containerDisk from a local qcow2, no Docker daemon needed
+  lazydisk convert --estargz disk:fedora.qcow2 oci:out:latest
+
+  # Convert a registry image in place under a new tag (CI step after the build)
+  lazydisk convert --estargz docker://registry.example.com/vm/fedora:41 docker://registry.example.com/vm/fedora:41-esgz
+
+  # One platform of a multi-platform image, result as JSON for scripts
+  lazydisk convert --estargz --platform linux/arm64 --format json quay.io/containerdisks/fedora:41 oci:fedora-arm:41
+
+  # Mirror offline from a "docker save" tarball, keeping the digest in a file
+  lazydisk convert --estargz --digestfile digest.txt docker-archive:fedora.tar oci:mirror:fedora`,
+		Args:              exactArgs(2),
+		ValidArgsFunction: completeRef,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), cmd, args[0], args[1])
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&o.estargz, "estargz", false, "convert to eStargz (gzip chunks, read by stargz-snapshotter and the estargz package)")
+	f.StringVar(&o.chunkSize, "chunk-size", size.Format(convert.DefaultChunkSize), "uncompressed size of a chunk (64K to 64M); a random read fetches at least one chunk")
+	f.IntVar(&o.level, "compression-level", convert.DefaultGzipLevel, "gzip level, 1 (fastest) to 9 (smallest)")
+	f.StringVar(&o.platform, "platform", "", "convert only this platform of an index (os/arch[/variant]); for disk: sources, the image's platform (default: this machine's)")
+	f.BoolVar(&o.force, "force", false, "convert layers even if they already are valid eStargz")
+	f.StringVar(&o.digestFile, "digestfile", "", "also write the result's digest to this file")
+	f.StringVar(&o.format, "format", "text", "output format: text or json")
+	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
+	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (when it is a terminal), always or never")
+	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("chunk-size", cobra.FixedCompletions([]string{"256K", "512K", "1M", "2M", "4M"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "6", "9"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.MarkFlagDirname("tmpdir")
+	_ = cmd.MarkFlagFilename("digestfile")
+	return cmd
+}
+
+// convertOutput is what --format json prints.
+type convertOutput struct {
+	Destination string `json:"destination"`
+	convert.Result
+}
+
+func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, dstArg string) error {
+	if !o.estargz {
+		return usageError{errNoFormat}
+	}
+	if o.format != "text" && o.format != "json" {
+		return usagef("--format must be text or json, not %q", o.format)
+	}
+	chunk, err := size.Parse(o.chunkSize)
+	if err != nil {
+		return usagef("--chunk-size: %w", err)
+	}
+	var platform *v1.Platform
+	if o.platform != "" {
+		if platform, err = v1.ParsePlatform(o.platform); err != nil || platform.OS == "" || platform.Architecture == "" {
+			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
+		}
+	}
+	src, err := imageref.Parse(srcArg)
+	if err != nil {
+		return usageError{err}
+	}
+	dst, err := imageref.Parse(dstArg)
+	if err != nil {
+		return usageError{err}
+	}
+	if err := dst.CheckWritable(); err != nil {
+		return usageError{err}
+	}
+	opts := []convert.Option{
+		convert.WithChunkSize(int(min(chunk, 1<<40))),
+		convert.WithCompressionLevel(o.level),
+		convert.WithForce(o.force),
+		convert.WithTempDir(o.tmpDir),
+	}
+	// Check the options before reading anything.
+	if err := convert.CheckOptions(opts...); err != nil {
+		return usageError{err}
+	}
+	showProgress := o.progress == "always" || o.progress == "auto" && isTerminal(cmd.ErrOrStderr())
+	if showProgress {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		opts = append(opts, convert.WithProgress(pr.update))
+	}
+
+	refOpts := o.reg.refOptions()
+	refOpts.Platform = platform
+	art, err := imageref.Read(ctx, src, refOpts)
+	if err != nil {
+		return err
+	}
+	var conv *convert.Converted
+	switch {
+	case art.Index != nil && platform != nil:
+		img, err := convert.SelectPlatform(art.Index, *platform)
+		if err != nil {
+			return err
+		}
+		conv, err = convert.Image(ctx, img, opts...)
+		if err != nil {
+			return err
+		}
+	case art.Index != nil:
+		conv, err = convert.Index(ctx, art.Index, opts...)
+	default:
+		conv, err = convert.Image(ctx, art.Image, opts...)
+	}
+	if err != nil {
+		return err
+	}
+	defer conv.Close()
+	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.refOptions()); err != nil {
+		return fmt.Errorf("writing %s: %w", dst, err)
+	}
+	if o.digestFile != "" {
+		if err := writeFileAtomic(o.digestFile, []byte(conv.Result.Digest.String()+"\n")); err != nil {
+			return fmt.Errorf("writing --digestfile: %w", err)
+		}
+	}
+	if o.format == "json" {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(convertOutput{Destination: dst.String(), Result: conv.Result})
+	}
+	printSummary(cmd.ErrOrStderr(), dst.String(), conv.Result)
+	fmt.Fprintln(cmd.OutOrStdout(), conv.Result.Digest)
+	return nil
+}
+
+// printSummary tells people what happened to each layer.
+func printSummary(w io.Writer, dst string, r convert.Result) {
+	for _, img := range r.Images {
+		name := "image"
+		if img.Platform != nil {
+			name = img.Platform.String()
+		}
+		fmt.Fprintf(w, "%s %s\n", name, img.Digest)
+		for i, l := range img.Layers {
+			switch {
+			case l.Kept:
+				fmt.Fprintf(w, "  layer %d %s kept: %s\n", i, short(l.Digest), l.Reason)
+			default:
+				fmt.Fprintf(w, "  layer %d %s -> %s  %s compressed, %s uncompressed, %d chunks, TOC %s\n",
+					i, short(l.Source), short(l.Digest), size.Format(l.Size), size.Format(l.UncompressedSize), l.Chunks, shortDigest(l.TOCDigest))
+			}
+		}
+	}
+	for _, d := range r.Dropped {
+		fmt.Fprintf(w, "dropped %s (%s): it describes the source image\n", short(d.Digest), d.Annotations["vnd.docker.reference.type"])
+	}
+	fmt.Fprintf(w, "wrote %s\n", dst)
+}
+
+func short(h v1.Hash) string { return shortDigest(h.String()) }
+
+// shortDigest abbreviates "sha256:<64 hex>" to 12 hex digits for people.
+func shortDigest(d string) string {
+	if i := strings.IndexByte(d, ':'); i >= 0 && len(d) > i+13 {
+		return d[:i+13]
+	}
+	return d
+}
+
+// writeFileAtomic writes data to path through a temporary file and a rename.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lazydisk/lazydisk/internal/imageref"
+)
+
+// usageError marks errors in how a command was called (exit code 2).
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// oneLine keeps an error message to one line, as users read it in CI logs.
+func oneLine(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// registryOptions are the flags every command that talks to a registry takes.
+type registryOptions struct {
+	plainHTTP bool
+	insecure  bool
+	// transport, when set, replaces the HTTP transport (tests).
+	transport http.RoundTripper
+}
+
+func (r *registryOptions) addFlags(cmd *cobra.Command) {
+	cmd.PersistentFlags().BoolVar(&r.plainHTTP, "plain-http", false, "use plain HTTP for registries (always on for localhost, 127.0.0.1 and [::1])")
+	cmd.PersistentFlags().BoolVar(&r.insecure, "insecure", false, "skip TLS certificate verification for registries")
+}
+
+func (r *registryOptions) refOptions() imageref.Options {
+	return imageref.Options{PlainHTTP: r.plainHTTP, Insecure: r.insecure, Transport: r.transport, UserAgent: "lazydisk/" + version()}
+}
+
+func newRootCmd() *cobra.Command {
+	reg := &registryOptions{}
+	root := &cobra.Command{
+		Use:   "lazydisk",
+		Short: "Seekable, verifiable VM disk images in container registries",
+		Long: `lazydisk repackages containerDisk images (a qcow2 or raw VM disk under /disk/
+in an OCI image) into seekable eStargz layers, so that a reader can fetch only
+the chunks of the disk it needs instead of the whole multi-GB layer.
+
+Image references:
+  docker://HOST/REPO:TAG   a registry image (also HOST/REPO@sha256:...; "docker://" is optional)
+  oci:DIR[:TAG]            an OCI image layout directory
+  docker-archive:FILE[:REF] a "docker save" tarball (source only)
+  disk:PATH                a local qcow2/raw file, packaged as a containerDisk (source only)`,
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		DisableAutoGenTag: true,
+	}
+	reg.addFlags(root)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newConvertCmd(reg), newDemoCmd(), newVersionCmd())
+	return root
+}
+
+// exactArgs is cobra.ExactArgs with a usage error and the command's usage line.
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usagef("%s takes %d arguments, got %d (usage: %s)", cmd.Name(), n, len(args), cmd.UseLine())
+		}
+		return nil
+	}
+}
+
+// completeRef suggests the reference transports for positional arguments.
+func completeRef(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
+	if strings.Contains(toComplete, ":") {
+		return nil, cobra.ShellCompDirectiveDefault
+	}
+	return []string{"docker://", "oci:", "docker-archive:", "disk:"}, cobra.ShellCompDirectiveNoSpace
+}
+
+var errNoFormat = errors.New("choose the output format: --estargz")

@@ -1,0 +1,119 @@
+package imageref_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/lazydisk/lazydisk/internal/imageref"
+)
+
+const testDigest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+
+func TestParse(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in        string
+		transport imageref.Transport
+		registry  string // Docker only
+		repo      string // Docker only
+		ident     string // Docker only: tag or digest
+		path      string
+		tag       string
+	}{
+		{in: "docker://127.0.0.1:5000/x/y:tag", transport: imageref.Docker, registry: "127.0.0.1:5000", repo: "x/y", ident: "tag"},
+		{in: "docker://reg.example.com/x@" + testDigest, transport: imageref.Docker, registry: "reg.example.com", repo: "x", ident: testDigest},
+		{in: "docker://ubuntu", transport: imageref.Docker, registry: "index.docker.io", repo: "library/ubuntu", ident: "latest"},
+		{in: "ubuntu", transport: imageref.Docker, registry: "index.docker.io", repo: "library/ubuntu", ident: "latest"},
+		{in: "ubuntu:22.04", transport: imageref.Docker, registry: "index.docker.io", repo: "library/ubuntu", ident: "22.04"},
+		{in: "quay.io/containerdisks/fedora:40", transport: imageref.Docker, registry: "quay.io", repo: "containerdisks/fedora", ident: "40"},
+		{in: "localhost:5000/x", transport: imageref.Docker, registry: "localhost:5000", repo: "x", ident: "latest"},
+		{in: "[::1]:5000/x:y", transport: imageref.Docker, registry: "[::1]:5000", repo: "x", ident: "y"},
+		{in: "docker://[::1]:5000/x@" + testDigest, transport: imageref.Docker, registry: "[::1]:5000", repo: "x", ident: testDigest},
+		{in: "docker:24-dind", transport: imageref.Docker, registry: "index.docker.io", repo: "library/docker", ident: "24-dind"},
+		{in: "docker://oci:v1", transport: imageref.Docker, registry: "index.docker.io", repo: "library/oci", ident: "v1"},
+		{in: "oci:/tmp/a:latest", transport: imageref.OCI, path: "/tmp/a", tag: "latest"},
+		{in: "oci:/tmp/a", transport: imageref.OCI, path: "/tmp/a"},
+		{in: "oci:relative/dir", transport: imageref.OCI, path: "relative/dir"},
+		{in: "oci:/a:b/c", transport: imageref.OCI, path: "/a:b/c"},
+		{in: "oci:/a:b:v1.2", transport: imageref.OCI, path: "/a:b", tag: "v1.2"},
+		{in: "docker-archive:f.tar", transport: imageref.DockerArchive, path: "f.tar"},
+		{in: "docker-archive:f.tar:repo/x:tag", transport: imageref.DockerArchive, path: "f.tar", tag: "repo/x:tag"},
+		{in: "docker-archive:/d/f.tar:localhost:5000/x:tag", transport: imageref.DockerArchive, path: "/d/f.tar", tag: "localhost:5000/x:tag"},
+		{in: "disk:./x.qcow2", transport: imageref.Disk, path: "./x.qcow2"},
+		{in: "disk:/var/lib/a b.img", transport: imageref.Disk, path: "/var/lib/a b.img"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			r, err := imageref.Parse(tt.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.in, err)
+			}
+			if r.Transport != tt.transport || r.Path != tt.path || r.Tag != tt.tag {
+				t.Errorf("Parse(%q) = {%s %q %q}, want {%s %q %q}", tt.in, r.Transport, r.Path, r.Tag, tt.transport, tt.path, tt.tag)
+			}
+			if tt.transport == imageref.Docker {
+				if r.Name == nil {
+					t.Fatalf("Parse(%q).Name is nil", tt.in)
+				}
+				ctx := r.Name.Context()
+				if ctx.RegistryStr() != tt.registry || ctx.RepositoryStr() != tt.repo || r.Name.Identifier() != tt.ident {
+					t.Errorf("Parse(%q).Name = %s %s %s, want %s %s %s", tt.in,
+						ctx.RegistryStr(), ctx.RepositoryStr(), r.Name.Identifier(), tt.registry, tt.repo, tt.ident)
+				}
+			} else if r.Name != nil {
+				t.Errorf("Parse(%q).Name = %v, want nil", tt.in, r.Name)
+			}
+
+			again, err := imageref.Parse(r.String())
+			if err != nil {
+				t.Fatalf("Parse(String() = %q): %v", r.String(), err)
+			}
+			if again.String() != r.String() {
+				t.Errorf("String round trip: %q, then %q", r.String(), again.String())
+			}
+		})
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in      string
+		want    error
+		wantMsg string
+	}{
+		{in: "", want: imageref.ErrInvalidReference, wantMsg: "empty"},
+		{in: "docker://", want: imageref.ErrInvalidReference, wantMsg: "names no image"},
+		{in: "docker://UPPER/x", want: imageref.ErrInvalidReference},
+		{in: "ubuntu@sha256:short", want: imageref.ErrInvalidReference},
+		{in: "oci:", want: imageref.ErrInvalidReference, wantMsg: "names no directory"},
+		{in: "oci::v1", want: imageref.ErrInvalidReference, wantMsg: "names no directory"},
+		{in: "oci:/tmp/a:", want: imageref.ErrInvalidReference, wantMsg: "empty tag"},
+		{in: "docker-archive:", want: imageref.ErrInvalidReference, wantMsg: "names no file"},
+		{in: "docker-archive:f.tar:", want: imageref.ErrInvalidReference, wantMsg: "REPO:TAG"},
+		{in: "docker-archive:f.tar:Bad Ref", want: imageref.ErrInvalidReference, wantMsg: "REPO:TAG"},
+		{in: "docker-archive:f.tar:x@" + testDigest, want: imageref.ErrInvalidReference, wantMsg: "REPO:TAG"},
+		{in: "disk:", want: imageref.ErrInvalidReference, wantMsg: "names no file"},
+		{in: "foo:bar/baz", want: imageref.ErrInvalidReference, wantMsg: `unknown transport "foo"`},
+		{in: "https://reg.example.com/x:y", want: imageref.ErrInvalidReference, wantMsg: `unknown transport "https"`},
+		{in: "oci-archive:x.tar", want: imageref.ErrUnsupported, wantMsg: "oci-archive: transport is not supported"},
+		{in: "containers-storage:x", want: imageref.ErrUnsupported},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			t.Parallel()
+			r, err := imageref.Parse(tt.in)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("Parse(%q) = %+v, %v; want error %v", tt.in, r, err, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("Parse(%q) error %q does not mention %q", tt.in, err, tt.wantMsg)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("Parse(%q) error is not one line: %q", tt.in, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,112 @@
+package imageref
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+func readRegistry(ctx context.Context, r Reference, o Options) (Artifact, error) {
+	ref, opts, err := o.remoteOptions(ctx, r.Name)
+	if err != nil {
+		return Artifact{}, err
+	}
+	desc, err := remote.Get(ref, opts...)
+	if err != nil {
+		return Artifact{}, registryError("reading", r, err)
+	}
+	switch mt := desc.MediaType; {
+	case mt.IsSchema1():
+		return Artifact{}, fmt.Errorf("%s is a Docker schema 1 image, which lazydisk does not read; push it again with a current docker or podman: %w", r, ErrUnsupported)
+	case mt.IsIndex():
+		idx, err := desc.ImageIndex()
+		if err != nil {
+			return Artifact{}, registryError("reading", r, err)
+		}
+		return Artifact{Index: idx}, nil
+	default:
+		img, err := desc.Image()
+		if err != nil {
+			return Artifact{}, registryError("reading", r, err)
+		}
+		return Artifact{Image: img}, nil
+	}
+}
+
+func writeRegistry(ctx context.Context, r Reference, a Artifact, o Options) error {
+	ref, opts, err := o.remoteOptions(ctx, r.Name)
+	if err != nil {
+		return err
+	}
+	if a.Index != nil {
+		err = remote.WriteIndex(ref, a.Index, opts...)
+	} else {
+		err = remote.Write(ref, a.Image, opts...)
+	}
+	if err != nil {
+		return registryError("writing", r, err)
+	}
+	return nil
+}
+
+// registryError turns a go-containerregistry error into one line that says
+// what happened and what to do, matching ErrUnauthorized or ErrNotFound where
+// it applies. The original error stays reachable with errors.As.
+func registryError(op string, r Reference, err error) error {
+	var terr *transport.Error
+	if !errors.As(err, &terr) {
+		return fmt.Errorf("%s %s: %w", op, r, err)
+	}
+	reg := r.Name.Context().RegistryStr()
+	repo := r.Name.Context().RepositoryStr()
+	code := terr.StatusCode
+	switch {
+	case code == http.StatusUnauthorized || hasCode(terr, transport.UnauthorizedErrorCode):
+		return &failure{
+			msg: fmt.Sprintf("%s %s: registry %s refused credentials for repo %s (%d): run `docker login %s` or check ~/.docker/config.json",
+				op, r, reg, repo, code, reg),
+			wrapped: []error{ErrUnauthorized, err},
+		}
+	case code == http.StatusForbidden || hasCode(terr, transport.DeniedErrorCode):
+		return &failure{
+			msg: fmt.Sprintf("%s %s: registry %s denied access to repo %s (%d): check that your account may %s it, or `docker login %s` as another user",
+				op, r, reg, repo, code, verb(op), reg),
+			wrapped: []error{ErrUnauthorized, err},
+		}
+	case code == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
+		return &failure{
+			msg: fmt.Sprintf("%s %s: registry %s has no %q in repo %s (%d): check the repository name and the tag or digest",
+				op, r, reg, r.Name.Identifier(), repo, code),
+			wrapped: []error{ErrNotFound, err},
+		}
+	case code >= 500:
+		return &failure{
+			msg: fmt.Sprintf("%s %s: registry %s failed with %d %s: try again later, or check the registry's health",
+				op, r, reg, code, http.StatusText(code)),
+			wrapped: []error{err},
+		}
+	}
+	return fmt.Errorf("%s %s: %w", op, r, err)
+}
+
+func hasCode(terr *transport.Error, codes ...transport.ErrorCode) bool {
+	for _, d := range terr.Errors {
+		for _, c := range codes {
+			if d.Code == c {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func verb(op string) string {
+	if op == "writing" {
+		return "push to"
+	}
+	return "pull from"
+}
