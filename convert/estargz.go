@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"hash"
@@ -18,6 +17,7 @@ import (
 	"github.com/vbatts/tar-split/archive/tar"
 
 	"github.com/lazydisk/lazydisk/internal/tarstream"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 // Blob describes a seekable layer blob that a writer produced.
@@ -110,12 +110,12 @@ func WriteEStargz(ctx context.Context, w io.Writer, r io.Reader, opts ...Option)
 }
 
 type estargzWriter struct {
-	o      options
-	p      *pipeline
-	cur    *job // open member that headers and padding go into
-	toc    []*estargz.TOCEntry
-	diffID hash.Hash
-	blob   hash.Hash
+	o       options
+	p       *pipeline
+	cur     *job // open member that headers and padding go into
+	entries []*estargz.TOCEntry
+	diffID  hash.Hash
+	blob    hash.Hash
 	// uncompressed counts bytes of the uncompressed stream.
 	uncompressed int64
 	chunks       int
@@ -253,7 +253,7 @@ func (ew *estargzWriter) addEntry(h *tar.Header, payload io.Reader) error {
 		if ent.Type == "reg" {
 			ent.Digest = digest.Canonical.FromBytes(nil).String()
 		}
-		ew.toc = append(ew.toc, ent)
+		ew.entries = append(ew.entries, ent)
 		return nil
 	}
 	return ew.addChunks(ent, payload)
@@ -309,7 +309,7 @@ func (ew *estargzWriter) addChunks(reg *estargz.TOCEntry, payload io.Reader) err
 			}
 		}
 		ew.cur = j
-		ew.toc = append(ew.toc, ent)
+		ew.entries = append(ew.entries, ent)
 		ew.chunks++
 		off += n
 		ent = &estargz.TOCEntry{Name: reg.Name, Type: "chunk"}
@@ -319,7 +319,7 @@ func (ew *estargzWriter) addChunks(reg *estargz.TOCEntry, payload io.Reader) err
 
 // finish writes the TOC member and the footer after all chunks are out.
 func (ew *estargzWriter) finish(w io.Writer, tocOffset int64) (*Blob, error) {
-	tocJSON, err := json.MarshalIndent(&estargz.JTOC{Version: 1, Entries: ew.toc}, "", "\t")
+	tocJSON, err := json.MarshalIndent(&estargz.JTOC{Version: 1, Entries: ew.entries}, "", "\t")
 	if err != nil {
 		return nil, fmt.Errorf("encoding TOC: %w", err)
 	}
@@ -342,7 +342,7 @@ func (ew *estargzWriter) finish(w io.Writer, tocOffset int64) (*Blob, error) {
 	if err := c.compress(&tocMember, tarBuf.Bytes()); err != nil {
 		return nil, err
 	}
-	footer := estargzFooter(tocOffset)
+	footer := toc.EStargzFooter(tocOffset)
 	out := io.MultiWriter(w, ew.blob)
 	if _, err := out.Write(tocMember.Bytes()); err != nil {
 		return nil, fmt.Errorf("writing TOC: %w", err)
@@ -361,16 +361,6 @@ func (ew *estargzWriter) finish(w io.Writer, tocOffset int64) (*Blob, error) {
 		TOCSize:      int64(tocMember.Len()),
 		Chunks:       ew.chunks,
 	}, nil
-}
-
-// estargzFooter is the 51-byte eStargz footer: an empty gzip member whose
-// extra field (subfield "SG") holds "%016xSTARGZ" with the TOC offset.
-func estargzFooter(tocOffset int64) []byte {
-	sub := fmt.Sprintf("%016xSTARGZ", tocOffset)
-	extra := make([]byte, 4, 4+len(sub))
-	extra[0], extra[1] = 'S', 'G'
-	binary.LittleEndian.PutUint16(extra[2:], uint16(len(sub)))
-	return estargz.CreateGzipFooter(append(extra, sub...))
 }
 
 func tarHeaderBytes(h *tar.Header) ([]byte, error) {

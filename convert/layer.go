@@ -10,7 +10,6 @@ import (
 	"os"
 	"strconv"
 
-	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
@@ -19,15 +18,13 @@ import (
 
 	"github.com/lazydisk/lazydisk/internal/esgz"
 	"github.com/lazydisk/lazydisk/internal/tarstream"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
-// Layer annotation keys written on converted layers.
+// Layer annotation keys written on converted layers, as in package toc.
 const (
-	// AnnotationTOCDigest is the digest of the eStargz TOC JSON, which
-	// stargz-snapshotter and containers/storage require for lazy pulls.
-	AnnotationTOCDigest = estargz.TOCJSONDigestAnnotation
-	// AnnotationUncompressedSize is the decimal length of the decompressed blob.
-	AnnotationUncompressedSize = estargz.StoreUncompressedSizeAnnotation
+	AnnotationTOCDigest        = toc.AnnotationTOCDigest
+	AnnotationUncompressedSize = toc.AnnotationUncompressedSize
 )
 
 // staleAnnotations describe a layer's compressed form; they are dropped when

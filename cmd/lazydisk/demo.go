@@ -136,7 +136,9 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 }
 
 // indent prefixes every line written to w.
-func indent(w io.Writer, prefix string) io.Writer { return &indentWriter{w: w, prefix: prefix, bol: true} }
+func indent(w io.Writer, prefix string) io.Writer {
+	return &indentWriter{w: w, prefix: prefix, bol: true}
+}
 
 type indentWriter struct {
 	w      io.Writer
