@@ -142,6 +142,30 @@ func (c *converter) result(img v1.Image, idx v1.ImageIndex, images []ImageResult
 }
 
 func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v1.Image, []ImageResult, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading layers: %w", err)
+	}
+	// A layer whose digest is only known once it has been read (a local
+	// disk file) is converted before the manifest is asked for, so the
+	// source is read once instead of twice.
+	early := map[int]*converted{}
+	for i, l := range layers {
+		if dp, ok := l.(digestPending); !ok || !dp.DigestPending() {
+			continue
+		}
+		mt, err := l.MediaType()
+		if err != nil {
+			return nil, nil, err
+		}
+		desc := v1.Descriptor{MediaType: mt}
+		if desc.Size, err = l.Size(); err != nil {
+			return nil, nil, err
+		}
+		if early[i], err = c.convertLayer(ctx, l, desc, v1.Hash{}, layerPos{platform: platform, index: i, count: len(layers)}); err != nil {
+			return nil, nil, err
+		}
+	}
 	m, err := img.Manifest()
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading manifest: %w", err)
@@ -153,12 +177,8 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading config: %w", err)
 	}
-	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) || len(layers) != len(m.Layers) {
 		return nil, nil, fmt.Errorf("config lists %d diff_ids for %d layers: %w", len(cfg.RootFS.DiffIDs), len(m.Layers), ErrNotImage)
-	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading layers: %w", err)
 	}
 	res := ImageResult{}
 	if cfg.OS != "" {
@@ -175,8 +195,10 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	diffIDs := make([]v1.Hash, len(m.Layers))
 	changed := false
 	for i, desc := range m.Layers {
-		cl, err := c.convertLayer(ctx, layers[i], desc, cfg.RootFS.DiffIDs[i], layerPos{platform: platform, index: i, count: len(m.Layers)})
-		if err != nil {
+		cl, ok := early[i]
+		if ok {
+			cl.setSource(desc)
+		} else if cl, err = c.convertLayer(ctx, layers[i], desc, cfg.RootFS.DiffIDs[i], layerPos{platform: platform, index: i, count: len(m.Layers)}); err != nil {
 			return nil, nil, err
 		}
 		r := cl.result
@@ -336,6 +358,20 @@ func SelectPlatform(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
 		}
 	}
 	return nil, fmt.Errorf("no image for platform %s in the index (it has %v): %w", p.String(), have, ErrNoPlatform)
+}
+
+// CheckPlatform reports whether img's config is for platform p, for callers
+// that were asked for one platform and got a single image.
+func CheckPlatform(img v1.Image, p v1.Platform) error {
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	have := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+	if have.OS != p.OS || have.Architecture != p.Architecture || p.Variant != "" && have.Variant != p.Variant {
+		return fmt.Errorf("the image is for %s, not %s: %w", have.String(), p.String(), ErrNoPlatform)
+	}
+	return nil
 }
 
 // builtImage is a converted image: new manifest and config, layers by digest.

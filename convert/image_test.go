@@ -311,3 +311,94 @@ func mustDigest(t testing.TB, img v1.Image) v1.Hash {
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
 
 func partialImage(b *builtImage) (v1.Image, error) { return partial.CompressedToImage(b) }
+
+// pendingLayer is an uncompressed layer whose digest costs a full pass until
+// it has been read once, like a disk: source. passes counts full passes.
+type pendingLayer struct {
+	v1.Layer
+	passes int
+	read   bool
+}
+
+func (p *pendingLayer) DigestPending() bool { return !p.read }
+
+func (p *pendingLayer) pass() { p.passes++; p.read = true }
+
+func (p *pendingLayer) Digest() (v1.Hash, error) {
+	if !p.read {
+		p.pass()
+	}
+	return p.Layer.Digest()
+}
+
+func (p *pendingLayer) DiffID() (v1.Hash, error) { return p.Digest() }
+
+func (p *pendingLayer) Compressed() (io.ReadCloser, error) {
+	rc, err := p.Layer.Compressed()
+	if err != nil {
+		return nil, err
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	p.pass()
+	return io.NopCloser(bytes.NewReader(b)), err
+}
+
+func (p *pendingLayer) Uncompressed() (io.ReadCloser, error) { return p.Compressed() }
+
+// pendingImage lists its layer without knowing its digest, as imageref's
+// disk: image does; only Manifest needs the digest.
+type pendingImage struct{ l *pendingLayer }
+
+var _ v1.Image = pendingImage{}
+
+func (i pendingImage) Layers() ([]v1.Layer, error)         { return []v1.Layer{i.l}, nil }
+func (i pendingImage) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
+func (i pendingImage) ConfigFile() (*v1.ConfigFile, error) {
+	d, err := i.l.DiffID()
+	return &v1.ConfigFile{OS: "linux", Architecture: "amd64", RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{d}}}, err
+}
+func (i pendingImage) RawConfigFile() ([]byte, error) { return partial.RawConfigFile(i) }
+func (i pendingImage) ConfigName() (v1.Hash, error)   { return partial.ConfigName(i) }
+func (i pendingImage) Manifest() (*v1.Manifest, error) {
+	cfg, err := i.RawConfigFile()
+	if err != nil {
+		return nil, err
+	}
+	d, err := i.l.Digest()
+	if err != nil {
+		return nil, err
+	}
+	n, _ := i.l.Size()
+	return &v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
+		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(cfg)), Digest: sha256Hash(cfg)},
+		Layers: []v1.Descriptor{{MediaType: types.OCIUncompressedLayer, Size: n, Digest: d}}}, nil
+}
+func (i pendingImage) RawManifest() ([]byte, error)            { return partial.RawManifest(i) }
+func (i pendingImage) Digest() (v1.Hash, error)                { return partial.Digest(i) }
+func (i pendingImage) Size() (int64, error)                    { return partial.Size(i) }
+func (i pendingImage) LayerByDigest(v1.Hash) (v1.Layer, error) { return i.l, nil }
+func (i pendingImage) LayerByDiffID(v1.Hash) (v1.Layer, error) { return i.l, nil }
+
+// TestImageReadsPendingLayerOnce checks that a disk: style source is read
+// once: converted first, its digest then known for the manifest.
+func TestImageReadsPendingLayerOnce(t *testing.T) {
+	t.Parallel()
+	pl := &pendingLayer{Layer: static.NewLayer(sampleTar(t), types.OCIUncompressedLayer)}
+	conv, err := Image(context.Background(), pendingImage{pl}, WithChunkSize(testChunk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conv.Close()
+	if pl.passes != 1 {
+		t.Errorf("source read %d times, want 1", pl.passes)
+	}
+	want, _ := pl.Layer.Digest()
+	if got := conv.Result.Images[0].Layers[0].Source; got != want {
+		t.Errorf("result names source %s, want %s", got, want)
+	}
+	m, _ := conv.Image.Manifest()
+	if m.Layers[0].Annotations[AnnotationTOCDigest] == "" {
+		t.Error("converted layer lacks its TOC annotation")
+	}
+}

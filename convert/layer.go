@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -74,6 +75,42 @@ type converted struct {
 	result      LayerResult
 }
 
+// remember caches a conversion by source digest, so a layer shared by
+// several images of an index is converted once.
+func (c *converter) remember(key string, cl *converted) {
+	if !strings.HasSuffix(key, ":") {
+		c.done[key] = cl
+	}
+}
+
+// digestPending is implemented by layers whose digest needs a pass over
+// their content until they have been read once (imageref's disk: layers).
+type digestPending interface{ DigestPending() bool }
+
+// setSource completes a layer converted before its source descriptor was
+// known: it records the source digest and adds the descriptor's annotations.
+func (cl *converted) setSource(desc v1.Descriptor) {
+	cl.result.Source = desc.Digest
+	ann := withoutStale(desc.Annotations)
+	for k, v := range cl.annotations {
+		ann[k] = v
+	}
+	cl.annotations = ann
+}
+
+// withoutStale copies annotations, leaving out those that describe the
+// layer's old compressed form.
+func withoutStale(in map[string]string) map[string]string {
+	out := make(map[string]string, len(in)+2)
+	for k, v := range in {
+		out[k] = v
+	}
+	for _, k := range staleAnnotations {
+		delete(out, k)
+	}
+	return out
+}
+
 // isTarLayer reports whether mt is a filesystem layer this package can read.
 func isTarLayer(mt types.MediaType) bool {
 	switch mt {
@@ -121,7 +158,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 			keep.result.UncompressedSize = r.Uncompressed
 			keep.result.Chunks = r.Chunks
 			keep.result.Reason = "already eStargz with correct annotations"
-			c.done[key] = keep
+			c.remember(key, keep)
 			return keep, nil
 		}
 		if _, err := f.Seek(0, io.SeekStart); err != nil {
@@ -161,13 +198,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 		return nil, fmt.Errorf("staging layer: %w", err)
 	}
 
-	ann := make(map[string]string, len(desc.Annotations)+2)
-	for k, v := range desc.Annotations {
-		ann[k] = v
-	}
-	for _, k := range staleAnnotations {
-		delete(ann, k)
-	}
+	ann := withoutStale(desc.Annotations)
 	ann[AnnotationTOCDigest] = blob.TOCDigest.String()
 	ann[AnnotationUncompressedSize] = strconv.FormatInt(blob.Uncompressed, 10)
 
@@ -183,7 +214,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 		Source: desc.Digest, Digest: fl.digest, Size: fl.size, MediaType: fl.mediaType, DiffID: fl.diffID,
 		UncompressedSize: blob.Uncompressed, TOCDigest: blob.TOCDigest.String(), Chunks: blob.Chunks,
 	}}
-	c.done[key] = res
+	c.remember(key, res)
 	return res, nil
 }
 
@@ -230,18 +261,24 @@ type verifyingReader struct {
 }
 
 func newVerifyingReader(r io.Reader, desc v1.Descriptor) *verifyingReader {
-	return &verifyingReader{r: r, desc: desc, h: digest.Canonical.Digester()}
+	v := &verifyingReader{r: r, desc: desc}
+	if desc.Digest.Algorithm == "sha256" {
+		v.h = digest.Canonical.Digester()
+	}
+	return v
 }
 
 func (v *verifyingReader) Read(p []byte) (int, error) {
 	n, err := v.r.Read(p)
-	v.h.Hash().Write(p[:n])
+	if v.h != nil {
+		v.h.Hash().Write(p[:n])
+	}
 	v.n += int64(n)
 	if err == io.EOF {
 		if v.desc.Size > 0 && v.n != v.desc.Size {
 			return n, fmt.Errorf("got %d bytes, the manifest says %d: %w", v.n, v.desc.Size, ErrCorruptLayer)
 		}
-		if v.desc.Digest.Algorithm == "sha256" && v.h.Digest().String() != v.desc.Digest.String() {
+		if v.h != nil && v.h.Digest().String() != v.desc.Digest.String() {
 			return n, fmt.Errorf("content digest %s does not match the manifest: %w", v.h.Digest(), ErrCorruptLayer)
 		}
 	}

@@ -8,11 +8,13 @@ import (
 )
 
 const (
-	// DefaultChunkSize is the default uncompressed size of a chunk: 1 MiB.
-	// A random 4 KiB read of a VM disk costs one compressed chunk, while the
-	// TOC grows by one entry per chunk; docs/chunk-size.md has the
+	// DefaultChunkSize is the default uncompressed size of a chunk: 256 KiB.
+	// A cold random 4 KiB read of a VM disk costs one compressed chunk
+	// (about 85 KiB on a real root filesystem, against 340 KiB at 1 MiB),
+	// while the TOC grows by one entry per chunk (1.9 MiB gzipped for a
+	// 10 GiB disk) and the output by 0.6%; docs/chunk-size.md has the
 	// measurements behind this choice.
-	DefaultChunkSize = 1 << 20
+	DefaultChunkSize = 256 << 10
 	// MinChunkSize and MaxChunkSize bound WithChunkSize.
 	MinChunkSize = 64 << 10
 	MaxChunkSize = 64 << 20
@@ -56,7 +58,7 @@ func CheckOptions(opts ...Option) error {
 }
 
 // WithChunkSize sets the uncompressed size of file chunks, between
-// MinChunkSize and MaxChunkSize. The default is DefaultChunkSize (1 MiB).
+// MinChunkSize and MaxChunkSize. The default is DefaultChunkSize (256 KiB).
 func WithChunkSize(n int) Option {
 	return func(o *options) error {
 		if n < MinChunkSize || n > MaxChunkSize {

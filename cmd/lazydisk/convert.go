@@ -153,6 +153,11 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		}
 	case art.Index != nil:
 		conv, err = convert.Index(ctx, art.Index, opts...)
+	case platform != nil && src.Transport != imageref.Disk:
+		if err := convert.CheckPlatform(art.Image, *platform); err != nil {
+			return err
+		}
+		conv, err = convert.Image(ctx, art.Image, opts...)
 	default:
 		conv, err = convert.Image(ctx, art.Image, opts...)
 	}

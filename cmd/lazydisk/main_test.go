@@ -343,6 +343,7 @@ func TestConvertBadInput(t *testing.T) {
 	b, _ := io.ReadAll(blob)
 	truncated, _ := mutate.AppendLayers(empty.Image, static.NewLayer(b[:len(b)/2], types.DockerLayer))
 	pushImage(t, reg.Host+"/vm/truncated:1", truncated)
+	pushImage(t, reg.Host+"/vm/ok:1", good)
 	// Layers with unsafe names.
 	pushImage(t, reg.Host+"/vm/dotdot:1", tarImage(t, "disk/../../etc/passwd"))
 	pushImage(t, reg.Host+"/vm/absolute:1", tarImage(t, "/etc/passwd"))
@@ -361,6 +362,7 @@ func TestConvertBadInput(t *testing.T) {
 		{"tiny chunk size", []string{"convert", "--estargz", "--chunk-size", "1K", "disk:" + disk, "oci:x"}, 2, "chunk size"},
 		{"bad level", []string{"convert", "--estargz", "--compression-level", "12", "disk:" + disk, "oci:x"}, 2, "level"},
 		{"bad platform", []string{"convert", "--estargz", "--platform", "linux", "disk:" + disk, "oci:x"}, 2, "platform"},
+		{"platform mismatch", []string{"convert", "--estargz", "--platform", "linux/s390x", reg.Host + "/vm/ok:1", "oci:x"}, 1, "not linux/s390x"},
 		{"disk destination", []string{"convert", "--estargz", "disk:" + disk, "disk:out.img"}, 2, "disk:"},
 		{"archive destination", []string{"convert", "--estargz", "disk:" + disk, "docker-archive:out.tar"}, 2, "docker-archive"},
 		{"unknown reference", []string{"convert", "--estargz", "bogus::ref", "oci:x"}, 2, "bogus::ref"},

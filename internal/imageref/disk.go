@@ -225,9 +225,23 @@ func (l *diskLayer) Digest() (v1.Hash, error) {
 
 func (l *diskLayer) DiffID() (v1.Hash, error) { return l.Digest() }
 
+// Size follows from the headers and the file size; it needs no pass over
+// the file, so progress can show a total before the digest is known.
 func (l *diskLayer) Size() (int64, error) {
-	_, n, err := l.compute()
-	return n, err
+	if _, n, ok := l.known(); ok {
+		return n, nil
+	}
+	var b bytes.Buffer
+	tw := tar.NewWriter(&b)
+	dir, file := l.headers()
+	if err := tw.WriteHeader(dir); err != nil {
+		return 0, err
+	}
+	if err := tw.WriteHeader(file); err != nil {
+		return 0, err
+	}
+	const block, trailer = 512, 2 * 512
+	return int64(b.Len()) + l.fileSize + (-l.fileSize & (block - 1)) + trailer, nil
 }
 
 // DigestPending reports whether Digest would need a pass over the file.

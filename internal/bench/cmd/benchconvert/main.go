@@ -1,0 +1,126 @@
+// Command benchconvert measures the eStargz writer of package convert on
+// real VM disks. By default it converts one containerDisk tar twice, with
+// estargz.Build's defaults and with convert.WriteEStargz's defaults, prints
+// the two side by side, then runs `lazydisk convert` on a 3 GiB disk and
+// reports its peak RSS. With -chunk-study it instead converts each disk
+// with every candidate chunk size and reports output size, TOC size and
+// what random reads of the disk file cost.
+//
+// Tables are Markdown, for docs/benchmarks.md and docs/chunk-size.md. The
+// command exits with status 1 when a goal of the benchmark is missed. It
+// does not build the disks: internal/bench/run.sh (make bench) runs
+// internal/bench/mkdisk.sh first.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"time"
+)
+
+// errGoalMissed is returned when the run worked but a goal was not met.
+var errGoalMissed = errors.New("a benchmark goal was missed")
+
+type config struct {
+	disk     string // the realistic disk, converted side by side
+	big      string // the 3 GiB disk for the peak-memory check
+	lazydisk string // the CLI binary for the peak-memory check
+	work     string // where tars and outputs are written and removed
+	chunk    int    // chunk size of the conversions (library and CLI); 0 for their default
+	runs     int    // runs of convert.WriteEStargz; the median counts
+	study    bool
+	samples  int
+	seed     uint64
+}
+
+func main() {
+	var cfg config
+	flag.StringVar(&cfg.disk, "disk", ".bench/disk-550m.qcow2", "realistic VM disk to convert")
+	flag.StringVar(&cfg.big, "big", ".bench/disk-3g.img", "3 GiB disk for the peak-memory check (and the chunk study); empty to skip")
+	flag.StringVar(&cfg.lazydisk, "lazydisk", "bin/lazydisk", "lazydisk binary for the peak-memory check")
+	flag.StringVar(&cfg.work, "work", "", "scratch directory for tars and outputs (default: the directory of -disk)")
+	flag.IntVar(&cfg.chunk, "chunk-size", 0, "chunk size in bytes for the benchmark's conversions, library and CLI (default: their default)")
+	flag.IntVar(&cfg.runs, "runs", 3, "runs of convert.WriteEStargz in the benchmark; the median wall time counts")
+	flag.BoolVar(&cfg.study, "chunk-study", false, "measure every candidate chunk size instead of running the benchmark")
+	flag.IntVar(&cfg.samples, "samples", 2000, "random reads per read size in the chunk study")
+	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random read offsets in the chunk study")
+	flag.Parse()
+	if flag.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "benchconvert: unexpected arguments %q\n", flag.Args())
+		os.Exit(2)
+	}
+	if cfg.runs < 1 || cfg.samples < 1 {
+		fmt.Fprintln(os.Stderr, "benchconvert: -runs and -samples must be at least 1")
+		os.Exit(2)
+	}
+	if cfg.work == "" {
+		cfg.work = filepath.Dir(cfg.disk)
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	var err error
+	if cfg.study {
+		err = runStudy(ctx, os.Stdout, cfg)
+	} else {
+		err = runBench(ctx, os.Stdout, cfg)
+	}
+	if errors.Is(err, errGoalMissed) {
+		fmt.Fprintln(os.Stderr, "benchconvert:", err)
+		os.Exit(1)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchconvert:", err)
+		os.Exit(2)
+	}
+}
+
+// printMachine prints the date, the machine and the Go version, which every
+// result needs next to it.
+func printMachine(w io.Writer) {
+	fmt.Fprintf(w, "date: %s\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "machine: %d cores (nproc), GOMAXPROCS %d, %s, %s RAM, Linux %s, load average %s at start\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), memTotal(), kernelRelease(), loadAverage())
+	fmt.Fprintf(w, "go: %s %s/%s\n\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+// Units: MB is 10^6 bytes (throughput), MiB is 2^20 bytes (memory, sizes of
+// chunks and reads).
+const (
+	mb  = 1e6
+	kib = 1 << 10
+	mib = 1 << 20
+	gib = 1 << 30
+)
+
+// mbps is a throughput in MB/s.
+func mbps(n int64, d time.Duration) float64 {
+	return float64(n) / mb / d.Seconds()
+}
+
+// sizeName names a chunk or read size: "64 KiB", "1 MiB".
+func sizeName(n int) string {
+	if n >= mib && n%mib == 0 {
+		return fmt.Sprintf("%d MiB", n/mib)
+	}
+	return fmt.Sprintf("%d KiB", n/kib)
+}
+
+// commas formats n with thousands separators.
+func commas(n int64) string {
+	s := fmt.Sprint(n)
+	if n < 0 {
+		return "-" + commas(-n)
+	}
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}

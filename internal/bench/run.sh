@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# run.sh is `make bench`: it builds bin/benchconvert (and bin/lazydisk, for
+# the peak-memory check), builds or reuses the test disks with mkdisk.sh and
+# runs benchconvert, passing its arguments on:
+#
+#   bash internal/bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
+#   bash internal/bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
+#
+# BENCH_CACHE sets the cache directory for disks and scratch files (default
+# .bench in the repository). The exit status is benchconvert's: 1 when a
+# goal is missed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+cache=${BENCH_CACHE:-.bench}
+study=false
+for arg in "$@"; do
+	case $arg in
+	-chunk-study | --chunk-study | -chunk-study=true | --chunk-study=true) study=true ;;
+	esac
+done
+
+go build -o bin/benchconvert ./internal/bench/cmd/benchconvert
+if ! $study; then
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+fi
+bash internal/bench/mkdisk.sh "$cache"
+exec bin/benchconvert -disk "$cache/disk-550m.qcow2" -big "$cache/disk-3g.img" \
+	-lazydisk bin/lazydisk -work "$cache/work" "$@"
