@@ -349,3 +349,69 @@ func readTar(t testing.TB, b []byte) []tarEntry {
 		out = append(out, tarEntry{hdr: *h, data: data})
 	}
 }
+
+// failingWriter fails once more than n bytes have been written to it.
+type failingWriter struct{ n int }
+
+var errDiskFull = errors.New("disk full")
+
+func (f *failingWriter) Write(p []byte) (int, error) {
+	if f.n -= len(p); f.n < 0 {
+		return 0, errDiskFull
+	}
+	return len(p), nil
+}
+
+// TestWriteEStargzFailures checks that a failing destination or a cancelled
+// context stops the pipeline with the cause and leaves no goroutine behind.
+func TestWriteEStargzFailures(t *testing.T) {
+	// Not parallel: counts goroutines.
+	src := tarOf(t, file("disk/disk.img", diskLike(40*testChunk, 7)))
+	before := runtime.NumGoroutine()
+
+	_, err := WriteEStargz(context.Background(), &failingWriter{n: 3 * testChunk / 4}, bytes.NewReader(src), WithChunkSize(testChunk), WithWorkers(3))
+	if !errors.Is(err, errDiskFull) {
+		t.Errorf("failing writer: got %v, want %v", err, errDiskFull)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	pr, pw := io.Pipe()
+	go func() {
+		pw.Write(src[:len(src)/3])
+		cancel() // the rest of the input never comes
+	}()
+	_, err = WriteEStargz(ctx, io.Discard, &ctxReader{ctx: ctx, r: pr}, WithChunkSize(testChunk))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: got %v, want context.Canceled", err)
+	}
+	pw.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines left running, %d before", n, before)
+	}
+}
+
+// ctxReader fails reads once its context is done, as a network body would.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	type res struct {
+		n   int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { n, err := c.r.Read(p); ch <- res{n, err} }()
+	select {
+	case <-c.ctx.Done():
+		return 0, c.ctx.Err()
+	case r := <-ch:
+		return r.n, r.err
+	}
+}

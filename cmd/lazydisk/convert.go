@@ -165,6 +165,9 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		return err
 	}
 	defer conv.Close()
+	if showProgress {
+		fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst)
+	}
 	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.refOptions()); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
