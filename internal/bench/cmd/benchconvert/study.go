@@ -127,7 +127,10 @@ func studyChunkSize(ctx context.Context, disk, outPath string, chunkSize int, of
 		return nil, err
 	}
 	defer out.Close()
-	src := streamDiskTar(ctx, disk)
+	src, err := streamDiskTar(ctx, disk)
+	if err != nil {
+		return nil, err
+	}
 	defer src.Close()
 	in := &countReader{r: src}
 	start := time.Now()
