@@ -17,8 +17,8 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/esgz"
 	"github.com/lazydisk/lazydisk/internal/tarstream"
+	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
 const testChunk = MinChunkSize
@@ -116,7 +116,7 @@ func TestWriteEStargzReferenceReader(t *testing.T) {
 	if got := digest.FromBytes(blob); got != b.Digest || int64(len(blob)) != b.Size {
 		t.Fatalf("reported blob %s/%d, actual %s/%d", b.Digest, b.Size, got, len(blob))
 	}
-	rep, err := esgz.Validate(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), b.TOCDigest)
+	rep, err := validate.EStargz(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), b.TOCDigest)
 	if err != nil {
 		t.Fatalf("reference reader rejects the blob: %v", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/esgz"
+	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
 // testImage returns a docker-media-type image with a gzip layer holding
@@ -95,7 +95,7 @@ func TestImage(t *testing.T) {
 		}
 		blob := readAll(t, layers[i].Compressed)
 		tocDigest := digest.Digest(desc.Annotations[AnnotationTOCDigest])
-		rep, err := esgz.Validate(ctx, io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), tocDigest)
+		rep, err := validate.EStargz(ctx, io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), tocDigest)
 		if err != nil {
 			t.Fatalf("layer %d: %v", i, err)
 		}

@@ -17,8 +17,8 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/esgz"
 	"github.com/lazydisk/lazydisk/internal/tarstream"
+	"github.com/lazydisk/lazydisk/internal/validate"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -300,7 +300,7 @@ func drain(r io.Reader) error {
 
 // checkEStargz reports whether the staged layer already is valid eStargz
 // whose annotations match it, so it can be kept as is.
-func (c *converter) checkEStargz(ctx context.Context, f *os.File, desc v1.Descriptor, diffID v1.Hash) (*esgz.Report, bool, error) {
+func (c *converter) checkEStargz(ctx context.Context, f *os.File, desc v1.Descriptor, diffID v1.Hash) (*validate.Report, bool, error) {
 	dgst, err := digest.Parse(desc.Annotations[AnnotationTOCDigest])
 	if err != nil {
 		return nil, false, nil
@@ -309,7 +309,7 @@ func (c *converter) checkEStargz(ctx context.Context, f *os.File, desc v1.Descri
 	if err != nil {
 		return nil, false, err
 	}
-	r, err := esgz.Validate(ctx, io.NewSectionReader(f, 0, st.Size()), dgst)
+	r, err := validate.EStargz(ctx, io.NewSectionReader(f, 0, st.Size()), dgst)
 	if err != nil {
 		return nil, false, nil //nolint:nilerr // invalid eStargz is simply converted again
 	}

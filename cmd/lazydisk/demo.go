@@ -14,9 +14,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/esgz"
 	"github.com/lazydisk/lazydisk/internal/sample"
 	"github.com/lazydisk/lazydisk/internal/size"
+	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
 func newDemoCmd() *cobra.Command {
@@ -107,7 +107,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 	}
 	defer f.Close()
 	sr := io.NewSectionReader(f, 0, ld.Size)
-	rep, err := esgz.Validate(ctx, sr, tocDigest)
+	rep, err := validate.EStargz(ctx, sr, tocDigest)
 	if err != nil {
 		return err
 	}

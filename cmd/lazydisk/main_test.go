@@ -29,8 +29,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/esgz"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
 // cli runs lazydisk in-process and returns stdout, stderr and the exit code.
@@ -142,7 +142,7 @@ func checkDiskImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		rep, err := esgz.Validate(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))),
+		rep, err := validate.EStargz(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))),
 			digest.Digest(desc.Annotations[convert.AnnotationTOCDigest]))
 		if err != nil {
 			t.Fatalf("layer %d fails the reference reader: %v", i, err)

@@ -22,7 +22,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/esgz"
+	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
 // The acceptance goals of the eStargz writer.
@@ -109,7 +109,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 	checkTime := time.Since(checkStart)
 
 	printComparison(w, build, ours)
-	fmt.Fprintf(w, "\nBoth outputs open with estargz.Open and pass VerifyTOC; ours also matches its Blob's size and digest, and every chunk of it matches its chunkDigest (internal/esgz.Validate, %.1f s).\n\n", checkTime.Seconds())
+	fmt.Fprintf(w, "\nBoth outputs open with estargz.Open and pass VerifyTOC; ours also matches its Blob's size and digest, and every chunk of it matches its chunkDigest (internal/validate.EStargz, %.1f s).\n\n", checkTime.Seconds())
 
 	var missed []string
 	tr := mbps(ours.in, ours.wall) / mbps(build.in, build.wall)
@@ -286,7 +286,7 @@ func checkOurs(ctx context.Context, path string, blob *convert.Blob) error {
 	if got := digest.NewDigest(digest.SHA256, h); got != blob.Digest {
 		return fmt.Errorf("file digest is %s, Blob.Digest says %s", got, blob.Digest)
 	}
-	rep, err := esgz.Validate(ctx, io.NewSectionReader(f, 0, n), blob.TOCDigest)
+	rep, err := validate.EStargz(ctx, io.NewSectionReader(f, 0, n), blob.TOCDigest)
 	if err != nil {
 		return err
 	}

@@ -1,12 +1,13 @@
-// Package esgz checks an eStargz blob with the reference reader
+// Package validate checks whole seekable layer blobs the way their
+// consumers do. EStargz uses the reference reader
 // (github.com/containerd/stargz-snapshotter/estargz): the footer and TOC
 // parse, the TOC matches its digest, every chunk matches its chunkDigest,
 // and the decompressed blob is a valid tar stream whose digest and length
 // are reported for comparison with the DiffID and size annotations.
 //
-// It reads the whole blob; it is for conversion checks and tests, not for
-// lazy reading.
-package esgz
+// Validators read the whole blob; they are for conversion checks, `verify
+// --deep` and tests, not for lazy reading.
+package validate
 
 import (
 	"archive/tar"
@@ -22,8 +23,9 @@ import (
 	"github.com/opencontainers/go-digest"
 )
 
-// ErrInvalid is wrapped by every error that means the blob is not valid eStargz.
-var ErrInvalid = errors.New("invalid eStargz blob")
+// ErrInvalid is wrapped by every error that means the blob is not a valid
+// layer of the format it is checked as.
+var ErrInvalid = errors.New("invalid seekable layer blob")
 
 // Report is what Validate found.
 type Report struct {
@@ -34,8 +36,8 @@ type Report struct {
 	Files, Chunks int
 }
 
-// Validate checks the eStargz blob in sr against tocDigest.
-func Validate(ctx context.Context, sr *io.SectionReader, tocDigest digest.Digest) (*Report, error) {
+// EStargz checks the eStargz blob in sr against tocDigest.
+func EStargz(ctx context.Context, sr *io.SectionReader, tocDigest digest.Digest) (*Report, error) {
 	r, err := estargz.Open(sr)
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening: %w", ErrInvalid, err)
