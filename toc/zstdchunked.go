@@ -109,7 +109,7 @@ type ZstdChunkedEntry struct {
 
 // ZstdChunkedFooter is the decoded 64-byte footer.
 type ZstdChunkedFooter struct {
-	Offset, LengthCompressed, LengthUncompressed, ManifestType         uint64
+	Offset, LengthCompressed, LengthUncompressed, ManifestType           uint64
 	OffsetTarSplit, LengthCompressedTarSplit, LengthUncompressedTarSplit uint64
 }
 
