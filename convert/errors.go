@@ -12,4 +12,7 @@ var (
 	// ErrNoPlatform is returned by SelectPlatform when the index has no
 	// image for the requested platform.
 	ErrNoPlatform = errors.New("platform not found")
+	// ErrUnsupportedEntry is returned for tar entries a format cannot
+	// represent, such as global PAX headers in zstd:chunked.
+	ErrUnsupportedEntry = errors.New("unsupported tar entry")
 )

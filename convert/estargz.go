@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -35,6 +36,8 @@ type Blob struct {
 	TOCOffset, TOCSize int64
 	// Chunks counts the file chunks listed in the TOC.
 	Chunks int
+	// Annotations are the layer annotations the format requires.
+	Annotations map[string]string
 }
 
 // gzipCompressor compresses each member as one complete gzip stream with a
@@ -60,6 +63,26 @@ func (g *gzipCompressor) compress(dst *bytes.Buffer, src []byte) error {
 	return g.zw.Close()
 }
 
+// newBufferPool returns a pool of job buffers with room for a chunk and the
+// tar padding and header that may follow it.
+func newBufferPool(chunkSize int) *sync.Pool {
+	return &sync.Pool{New: func() any {
+		b := make([]byte, 0, chunkSize+2*tarstream.BlockSize)
+		return &b
+	}}
+}
+
+// readChunk fills b from a file's payload; a short payload is a truncated tar.
+func readChunk(payload io.Reader, b []byte, name string) error {
+	if _, err := io.ReadFull(payload, b); err != nil {
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			err = fmt.Errorf("%w: payload: %w", tarstream.ErrInvalid, io.ErrUnexpectedEOF)
+		}
+		return fmt.Errorf("reading %q: %w", name, err)
+	}
+	return nil
+}
+
 // skipNames are entries a previous eStargz conversion added; they are dropped
 // so that converting an eStargz layer again gives a clean result.
 var skipNames = map[string]bool{
@@ -80,24 +103,19 @@ var skipNames = map[string]bool{
 // and on the chunk size and compression level, never on the worker count.
 // Memory use is bounded by a few chunks per worker.
 func WriteEStargz(ctx context.Context, w io.Writer, r io.Reader, opts ...Option) (*Blob, error) {
-	o, err := makeOptions(opts)
+	o, err := makeOptions(append([]Option{WithFormat(FormatEStargz)}, opts...))
 	if err != nil {
 		return nil, err
 	}
-	ew := &estargzWriter{
-		o:      o,
-		diffID: sha256.New(),
-		blob:   sha256.New(),
+	if o.format != FormatEStargz {
+		return nil, fmt.Errorf("WriteEStargz called with format %q", o.format)
 	}
-	pool := &sync.Pool{New: func() any {
-		b := make([]byte, 0, o.chunkSize+2*tarstream.BlockSize)
-		return &b
-	}}
-	p, err := newPipeline(ctx, io.MultiWriter(w, ew.blob), o.workers, newGzipCompressor(o.level), pool)
+	ew := &estargzWriter{o: o, blob: sha256.New()}
+	p, err := newPipeline(ctx, io.MultiWriter(w, ew.blob), o.workers, newGzipCompressor(o.level), newBufferPool(o.chunkSize))
 	if err != nil {
 		return nil, fmt.Errorf("creating gzip compressor: %w", err)
 	}
-	ew.p = p
+	ew.frameStream = newFrameStream(p, o.chunkSize)
 	if err := ew.writeEntries(r); err != nil {
 		p.abort(err)
 		return nil, err
@@ -110,60 +128,14 @@ func WriteEStargz(ctx context.Context, w io.Writer, r io.Reader, opts ...Option)
 }
 
 type estargzWriter struct {
+	frameStream
 	o       options
-	p       *pipeline
-	cur     *job // open member that headers and padding go into
 	entries []*estargz.TOCEntry
-	diffID  hash.Hash
 	blob    hash.Hash
-	// uncompressed counts bytes of the uncompressed stream.
-	uncompressed int64
-	chunks       int
+	chunks  int
 	// names of the last user and group name written per id, as
 	// estargz.Writer elides repeats.
 	unames, gnames map[int]string
-}
-
-// appendBytes adds header or padding bytes to the open member, starting a
-// new one when there is none or it has grown past the chunk size.
-func (ew *estargzWriter) appendBytes(b []byte) error {
-	for len(b) > 0 {
-		if ew.cur == nil {
-			ew.cur = ew.p.newJob()
-		}
-		n := min(len(b), ew.o.chunkSize-len(ew.cur.data))
-		if n <= 0 {
-			if err := ew.seal(); err != nil {
-				return err
-			}
-			continue
-		}
-		ew.cur.data = append(ew.cur.data, b[:n]...)
-		b = b[n:]
-	}
-	return nil
-}
-
-// seal submits the open member, if any.
-func (ew *estargzWriter) seal() error {
-	j := ew.cur
-	if j == nil {
-		return nil
-	}
-	ew.cur = nil
-	if len(j.data) == 0 {
-		ew.p.release(j)
-		return nil
-	}
-	ew.uncompressed += int64(len(j.data))
-	prev := j.written
-	j.written = func(off, n int64, data []byte) {
-		if prev != nil {
-			prev(off, n, data)
-		}
-		ew.diffID.Write(data)
-	}
-	return ew.p.submit(j)
 }
 
 func (ew *estargzWriter) writeEntries(r io.Reader) error {
@@ -281,17 +253,12 @@ func (ew *estargzWriter) addChunks(reg *estargz.TOCEntry, payload io.Reader) err
 	ent := reg
 	for off := int64(0); off < size; {
 		n := min(int64(ew.o.chunkSize), size-off)
-		if err := ew.seal(); err != nil {
+		j, err := ew.startChunk(int(n))
+		if err != nil {
 			return err
 		}
-		j := ew.p.newJob()
-		j.data = j.data[:n]
-		if _, err := io.ReadFull(payload, j.data); err != nil {
-			ew.p.release(j)
-			if err == io.EOF || err == io.ErrUnexpectedEOF {
-				err = fmt.Errorf("%w: payload: %w", tarstream.ErrInvalid, io.ErrUnexpectedEOF)
-			}
-			return fmt.Errorf("reading %q: %w", reg.Name, err)
+		if err := readChunk(payload, j.data, reg.Name); err != nil {
+			return err
 		}
 		ent.ChunkOffset = off
 		if n == int64(ew.o.chunkSize) {
@@ -308,7 +275,6 @@ func (ew *estargzWriter) addChunks(reg *estargz.TOCEntry, payload io.Reader) err
 				reg.Digest = digest.NewDigest(digest.SHA256, fileHash).String()
 			}
 		}
-		ew.cur = j
 		ew.entries = append(ew.entries, ent)
 		ew.chunks++
 		off += n
@@ -351,7 +317,7 @@ func (ew *estargzWriter) finish(w io.Writer, tocOffset int64) (*Blob, error) {
 		return nil, fmt.Errorf("writing footer: %w", err)
 	}
 	ew.diffID.Write(tarBuf.Bytes())
-	return &Blob{
+	b := &Blob{
 		Digest:       digest.NewDigest(digest.SHA256, ew.blob),
 		Size:         tocOffset + int64(tocMember.Len()) + int64(len(footer)),
 		DiffID:       digest.NewDigest(digest.SHA256, ew.diffID),
@@ -360,7 +326,12 @@ func (ew *estargzWriter) finish(w io.Writer, tocOffset int64) (*Blob, error) {
 		TOCOffset:    tocOffset,
 		TOCSize:      int64(tocMember.Len()),
 		Chunks:       ew.chunks,
-	}, nil
+	}
+	b.Annotations = map[string]string{
+		toc.AnnotationTOCDigest:        b.TOCDigest.String(),
+		toc.AnnotationUncompressedSize: strconv.FormatInt(b.Uncompressed, 10),
+	}
+	return b, nil
 }
 
 func tarHeaderBytes(h *tar.Header) ([]byte, error) {
@@ -386,6 +357,13 @@ func nameIfChanged(m *map[int]string, id int, name string) string {
 	}
 	(*m)[id] = name
 	return name
+}
+
+func timeIfNotZero(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 func formatModtime(h *tar.Header) string {

@@ -323,10 +323,18 @@ func TestWriteEStargzBadInput(t *testing.T) {
 
 func TestOptionsValidate(t *testing.T) {
 	t.Parallel()
-	for _, o := range []Option{WithChunkSize(1), WithChunkSize(1 << 30), WithCompressionLevel(0), WithCompressionLevel(10), WithWorkers(0)} {
+	for i, o := range []Option{WithChunkSize(1), WithChunkSize(1 << 30), WithCompressionLevel(-1), WithCompressionLevel(10), WithWorkers(0)} {
 		if _, err := WriteEStargz(context.Background(), io.Discard, bytes.NewReader(nil), o); err == nil {
-			t.Errorf("option accepted an invalid value")
+			t.Errorf("eStargz option %d accepted an invalid value", i)
 		}
+	}
+	for i, o := range []Option{WithCompressionLevel(23), WithFormat("zstd")} {
+		if _, err := WriteZstdChunked(context.Background(), io.Discard, bytes.NewReader(nil), o); err == nil {
+			t.Errorf("zstd:chunked option %d accepted an invalid value", i)
+		}
+	}
+	if err := CheckOptions(WithFormat(FormatZstdChunked), WithCompressionLevel(19)); err != nil {
+		t.Errorf("zstd level 19 refused: %v", err)
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -138,7 +137,8 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 
 	prog := Progress{Platform: pos.platform, Layer: pos.index, Layers: pos.count, Digest: desc.Digest.String(), Total: desc.Size}
 	var src io.Reader
-	if c.o.force || !keepCandidate(desc) {
+	spec := formats[c.o.format]
+	if c.o.force || !spec.claims(desc) {
 		rc, err := l.Compressed()
 		if err != nil {
 			return nil, fmt.Errorf("reading layer %s: %w", desc.Digest, err)
@@ -151,13 +151,13 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 			return nil, fmt.Errorf("reading layer %s: %w", desc.Digest, err)
 		}
 		defer f.Close()
-		if r, ok, err := c.checkEStargz(ctx, f, desc, diffID); err != nil {
+		if r, ok, err := c.checkExisting(ctx, spec, f, desc, diffID); err != nil {
 			return nil, err
 		} else if ok {
 			keep.result.TOCDigest = r.TOCDigest.String()
 			keep.result.UncompressedSize = r.Uncompressed
 			keep.result.Chunks = r.Chunks
-			keep.result.Reason = "already eStargz with correct annotations"
+			keep.result.Reason = "already " + spec.name + " with correct annotations"
 			c.remember(key, keep)
 			return keep, nil
 		}
@@ -177,7 +177,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 		return nil, fmt.Errorf("layer %s: %w", desc.Digest, err)
 	}
 	bw := bufio.NewWriterSize(out, 1<<20)
-	blob, err := WriteEStargz(ctx, bw, rd, WithChunkSize(c.o.chunkSize), WithCompressionLevel(c.o.level), WithWorkers(c.o.workers))
+	blob, err := spec.write(ctx, bw, rd, WithFormat(c.o.format), WithChunkSize(c.o.chunkSize), WithCompressionLevel(c.o.level), WithWorkers(c.o.workers))
 	if err == nil || isContentError(err) {
 		// Read to the end, so that a wrong digest is reported as such
 		// rather than as the broken tar it decompresses to.
@@ -199,10 +199,10 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 	}
 
 	ann := withoutStale(desc.Annotations)
-	ann[AnnotationTOCDigest] = blob.TOCDigest.String()
-	ann[AnnotationUncompressedSize] = strconv.FormatInt(blob.Uncompressed, 10)
-
-	fl := &fileLayer{path: out.Name(), mediaType: types.OCILayer}
+	for k, v := range blob.Annotations {
+		ann[k] = v
+	}
+	fl := &fileLayer{path: out.Name(), mediaType: spec.mediaType}
 	if fl.digest, err = v1.NewHash(blob.Digest.String()); err != nil {
 		return nil, err
 	}
@@ -216,14 +216,6 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 	}}
 	c.remember(key, res)
 	return res, nil
-}
-
-// keepCandidate reports whether a layer claims to be eStargz, in which case
-// it is checked before being converted again.
-func keepCandidate(desc v1.Descriptor) bool {
-	_, ok := desc.Annotations[AnnotationTOCDigest]
-	return ok && desc.Annotations[AnnotationUncompressedSize] != "" &&
-		(desc.MediaType == types.OCILayer || desc.MediaType == types.DockerLayer)
 }
 
 // stage copies the layer's compressed bytes to a temporary file, checking
@@ -298,25 +290,21 @@ func drain(r io.Reader) error {
 	return err
 }
 
-// checkEStargz reports whether the staged layer already is valid eStargz
-// whose annotations match it, so it can be kept as is.
-func (c *converter) checkEStargz(ctx context.Context, f *os.File, desc v1.Descriptor, diffID v1.Hash) (*validate.Report, bool, error) {
-	dgst, err := digest.Parse(desc.Annotations[AnnotationTOCDigest])
-	if err != nil {
-		return nil, false, nil
-	}
+// checkExisting reports whether the staged layer already is valid in the
+// target format and matches its annotations and diff_id, so it can be kept.
+func (c *converter) checkExisting(ctx context.Context, spec formatSpec, f *os.File, desc v1.Descriptor, diffID v1.Hash) (*validate.Report, bool, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, false, err
 	}
-	r, err := validate.EStargz(ctx, io.NewSectionReader(f, 0, st.Size()), dgst)
+	r, err := spec.check(ctx, io.NewSectionReader(f, 0, st.Size()), desc)
+	if errors.Is(err, validate.ErrInvalid) {
+		return nil, false, nil // not valid: convert it again
+	}
 	if err != nil {
-		return nil, false, nil //nolint:nilerr // invalid eStargz is simply converted again
+		return nil, false, err
 	}
-	if strconv.FormatInt(r.Uncompressed, 10) != desc.Annotations[AnnotationUncompressedSize] || r.DiffID.String() != diffID.String() {
-		return nil, false, nil
-	}
-	return r, true, nil
+	return r, r.DiffID.String() == diffID.String(), nil
 }
 
 // decompress sniffs the layer's real encoding (media types lie) and returns
@@ -365,19 +353,17 @@ type fileLayer struct {
 
 var _ v1.Layer = (*fileLayer)(nil)
 
-func (l *fileLayer) Digest() (v1.Hash, error)             { return l.digest, nil }
-func (l *fileLayer) DiffID() (v1.Hash, error)             { return l.diffID, nil }
-func (l *fileLayer) Size() (int64, error)                 { return l.size, nil }
-func (l *fileLayer) MediaType() (types.MediaType, error)  { return l.mediaType, nil }
-func (l *fileLayer) Compressed() (io.ReadCloser, error)   { return os.Open(l.path) }
-func (l *fileLayer) Uncompressed() (io.ReadCloser, error) { return gunzipFile(l.path) }
-
-func gunzipFile(path string) (io.ReadCloser, error) {
-	f, err := os.Open(path)
+func (l *fileLayer) Digest() (v1.Hash, error)            { return l.digest, nil }
+func (l *fileLayer) DiffID() (v1.Hash, error)            { return l.diffID, nil }
+func (l *fileLayer) Size() (int64, error)                { return l.size, nil }
+func (l *fileLayer) MediaType() (types.MediaType, error) { return l.mediaType, nil }
+func (l *fileLayer) Compressed() (io.ReadCloser, error)  { return os.Open(l.path) }
+func (l *fileLayer) Uncompressed() (io.ReadCloser, error) {
+	f, err := os.Open(l.path)
 	if err != nil {
 		return nil, err
 	}
-	zr, err := gzip.NewReader(bufio.NewReader(f))
+	r, err := decompress(f)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -385,5 +371,5 @@ func gunzipFile(path string) (io.ReadCloser, error) {
 	return struct {
 		io.Reader
 		io.Closer
-	}{zr, f}, nil
+	}{r, f}, nil
 }

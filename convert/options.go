@@ -24,12 +24,25 @@ const (
 	DefaultGzipLevel = 6
 )
 
+// Format is a seekable layer format.
+type Format string
+
+const (
+	// FormatEStargz is eStargz: gzip members, read by stargz-snapshotter,
+	// the estargz package and (with insecure options) containers/storage.
+	FormatEStargz Format = "estargz"
+	// FormatZstdChunked is zstd:chunked as containers/storage >= 1.54
+	// (podman >= 5.1) reads it for partial pulls.
+	FormatZstdChunked Format = "zstd:chunked"
+)
+
 // Option configures a conversion.
 type Option func(*options) error
 
 type options struct {
+	format    Format
 	chunkSize int
-	level     int
+	level     int // 0: the format's default
 	workers   int
 	progress  func(Progress)
 	force     bool
@@ -38,8 +51,8 @@ type options struct {
 
 func makeOptions(opts []Option) (options, error) {
 	o := options{
+		format:    FormatEStargz,
 		chunkSize: DefaultChunkSize,
-		level:     DefaultGzipLevel,
 		workers:   runtime.GOMAXPROCS(0),
 	}
 	for _, opt := range opts {
@@ -47,7 +60,32 @@ func makeOptions(opts []Option) (options, error) {
 			return o, err
 		}
 	}
+	// The level's range depends on the format, whichever option came first.
+	switch o.format {
+	case FormatEStargz:
+		if o.level == 0 {
+			o.level = DefaultGzipLevel
+		} else if o.level < gzip.BestSpeed || o.level > gzip.BestCompression {
+			return o, fmt.Errorf("compression level %d is out of range for eStargz: use 1 (fastest) to 9 (smallest)", o.level)
+		}
+	case FormatZstdChunked:
+		if o.level == 0 {
+			o.level = DefaultZstdLevel
+		} else if o.level < 1 || o.level > 22 {
+			return o, fmt.Errorf("compression level %d is out of range for zstd:chunked: use 1 (fastest) to 22 (smallest)", o.level)
+		}
+	default:
+		return o, fmt.Errorf("unknown format %q: use %q or %q", o.format, FormatEStargz, FormatZstdChunked)
+	}
 	return o, nil
+}
+
+// WithFormat sets the output format. The default is FormatEStargz.
+func WithFormat(f Format) Option {
+	return func(o *options) error {
+		o.format = f
+		return nil
+	}
 }
 
 // CheckOptions reports the first invalid option, so that callers can
@@ -69,13 +107,11 @@ func WithChunkSize(n int) Option {
 	}
 }
 
-// WithCompressionLevel sets the gzip level, 1 (fastest) to 9 (smallest).
-// The default is DefaultGzipLevel (6).
+// WithCompressionLevel sets the compression level: gzip 1 (fastest) to 9
+// (smallest) for eStargz, zstd 1 to 22 for zstd:chunked. Zero, the default,
+// means DefaultGzipLevel (6) or DefaultZstdLevel (3).
 func WithCompressionLevel(level int) Option {
 	return func(o *options) error {
-		if level < gzip.BestSpeed || level > gzip.BestCompression {
-			return fmt.Errorf("compression level %d is out of range: use 1 (fastest) to 9 (smallest)", level)
-		}
 		o.level = level
 		return nil
 	}

@@ -20,6 +20,7 @@ import (
 type convertOptions struct {
 	reg        *registryOptions
 	estargz    bool
+	zstd       bool
 	chunkSize  string
 	level      int
 	platform   string
@@ -33,17 +34,25 @@ type convertOptions struct {
 func newConvertCmd(reg *registryOptions) *cobra.Command {
 	o := &convertOptions{reg: reg}
 	cmd := &cobra.Command{
-		Use:   "convert --estargz SRC DST",
-		Short: "Repackage an image's layers as seekable eStargz",
-		Long: `Convert every filesystem layer of SRC into a seekable eStargz layer and write
-the result to DST as an OCI image (or index, for a multi-platform SRC).
+		Use:   "convert --estargz|--zstd-chunked SRC DST",
+		Short: "Repackage an image's layers as seekable eStargz or zstd:chunked",
+		Long: `Convert every filesystem layer of SRC into a seekable layer and write the result
+to DST as an OCI image (or index, for a multi-platform SRC).
 
-Each converted layer is annotated with its TOC digest
+--estargz writes eStargz (gzip), which containerd's stargz-snapshotter and the
+estargz package read; layers are annotated with their TOC digest
 (containerd.io/snapshot/stargz/toc.digest) and uncompressed size
-(io.containers.estargz.uncompressed-size); the config's diff_ids are updated and
-labels, env, history and annotations kept. Layers that already are valid eStargz
-with correct annotations are kept as they are unless --force is given.
-Chunks are compressed on all cores; the output is byte-for-byte reproducible.
+(io.containers.estargz.uncompressed-size).
+--zstd-chunked writes zstd:chunked as podman >= 5.1 and CRI-O (containers/storage)
+read it for partial pulls; layers get the io.github.containers.zstd-chunked
+annotations, the layer's tar is kept byte for byte so its DiffID does not change,
+and chunks of zeros are marked so readers make holes instead of fetching them.
+Either format converts from the other.
+
+The config's diff_ids are updated and labels, env, history and annotations kept.
+Layers that already are valid in the chosen format with correct annotations are
+kept as they are unless --force is given. Chunks are compressed on all cores; the
+output is byte-for-byte reproducible.
 
 The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 		Example: `  # Build and convert a containerDisk from a local qcow2, no Docker daemon needed
@@ -51,6 +60,9 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 
   # Convert a registry image in place under a new tag (CI step after the build)
   lazydisk convert --estargz docker://registry.example.com/vm/fedora:41 docker://registry.example.com/vm/fedora:41-esgz
+
+  # zstd:chunked for podman and CRI-O partial pulls
+  lazydisk convert --zstd-chunked docker://registry.example.com/vm/fedora:41 docker://registry.example.com/vm/fedora:41-zstd
 
   # One platform of a multi-platform image, result as JSON for scripts
   lazydisk convert --estargz --platform linux/arm64 --format json quay.io/containerdisks/fedora:41 oci:fedora-arm:41
@@ -65,8 +77,9 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.estargz, "estargz", false, "convert to eStargz (gzip chunks, read by stargz-snapshotter and the estargz package)")
+	f.BoolVar(&o.zstd, "zstd-chunked", false, "convert to zstd:chunked (zstd frames, read by podman >= 5.1 and CRI-O for partial pulls)")
 	f.StringVar(&o.chunkSize, "chunk-size", size.Format(convert.DefaultChunkSize), "uncompressed size of a chunk (64K to 64M); a random read fetches at least one chunk")
-	f.IntVar(&o.level, "compression-level", convert.DefaultGzipLevel, "gzip level, 1 (fastest) to 9 (smallest)")
+	f.IntVar(&o.level, "compression-level", 0, fmt.Sprintf("gzip level 1-9 for eStargz (default %d), zstd level 1-22 for zstd:chunked (default %d)", convert.DefaultGzipLevel, convert.DefaultZstdLevel))
 	f.StringVar(&o.platform, "platform", "", "convert only this platform of an index (os/arch[/variant]); for disk: sources, the image's platform (default: this machine's)")
 	f.BoolVar(&o.force, "force", false, "convert layers even if they already are valid eStargz")
 	f.StringVar(&o.digestFile, "digestfile", "", "also write the result's digest to this file")
@@ -77,7 +90,7 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("chunk-size", cobra.FixedCompletions([]string{"256K", "512K", "1M", "2M", "4M"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "6", "9"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "3", "6", "9", "19"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagDirname("tmpdir")
 	_ = cmd.MarkFlagFilename("digestfile")
 	return cmd
@@ -90,7 +103,15 @@ type convertOutput struct {
 }
 
 func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, dstArg string) error {
-	if !o.estargz {
+	var format convert.Format
+	switch {
+	case o.estargz && o.zstd:
+		return usagef("--estargz and --zstd-chunked exclude each other: choose one")
+	case o.estargz:
+		format = convert.FormatEStargz
+	case o.zstd:
+		format = convert.FormatZstdChunked
+	default:
 		return usageError{errNoFormat}
 	}
 	if o.format != "text" && o.format != "json" {
@@ -118,6 +139,7 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		return usageError{err}
 	}
 	opts := []convert.Option{
+		convert.WithFormat(format),
 		convert.WithChunkSize(int(min(chunk, 1<<40))),
 		convert.WithCompressionLevel(o.level),
 		convert.WithForce(o.force),

@@ -63,7 +63,7 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 
 	o := &convertOptions{
 		reg: &registryOptions{}, estargz: true, chunkSize: size.Format(convert.DefaultChunkSize),
-		level: convert.DefaultGzipLevel, format: "text", progress: "never",
+		format: "text", progress: "never",
 	}
 	var digestOut strings.Builder
 	conv := &cobra.Command{}

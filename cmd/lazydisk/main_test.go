@@ -462,3 +462,121 @@ func TestHelpAndVersion(t *testing.T) {
 		t.Errorf("wrong argument count: exit %d, want 2", code)
 	}
 }
+
+// checkZstdImage checks every layer of img with the zstd:chunked validator
+// and that disk/<name> has the wanted sha256.
+func checkZstdImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
+	t.Helper()
+	m, err := img.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for i, desc := range m.Layers {
+		if desc.MediaType != types.OCILayerZStd {
+			t.Errorf("layer %d media type %s", i, desc.MediaType)
+		}
+		if _, ok := desc.Annotations[convert.AnnotationTOCDigest]; ok {
+			t.Errorf("layer %d carries the eStargz TOC annotation too", i)
+		}
+		rc, err := layers[i].Compressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		blob, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := validate.ZstdChunked(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), desc.Annotations)
+		if err != nil {
+			t.Fatalf("layer %d fails the zstd:chunked validator: %v", i, err)
+		}
+		if rep.DiffID.String() != cfg.RootFS.DiffIDs[i].String() {
+			t.Errorf("layer %d: diff_id %s, actual %s", i, cfg.RootFS.DiffIDs[i], rep.DiffID)
+		}
+		rc, err = layers[i].Uncompressed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr := tar.NewReader(rc)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("layer %d is not a valid tar: %v", i, err)
+			}
+			if h.Name == "disk/"+diskName {
+				found = true
+				s := sha256.New()
+				io.Copy(s, tr)
+				if got := hex.EncodeToString(s.Sum(nil)); got != wantSHA {
+					t.Errorf("disk file sha256 %s, want %s", got, wantSHA)
+				}
+			}
+		}
+		rc.Close()
+	}
+	if !found {
+		t.Errorf("no disk/%s in the image", diskName)
+	}
+}
+
+func TestConvertZstdChunked(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t)
+	dir := t.TempDir()
+	disk, sum := diskFile(t, dir, "fedora.qcow2", 3<<20, 7)
+	src := containerDisk(t, disk, "linux/amd64")
+	srcRef := reg.Host + "/vm/fedora:41"
+	pushImage(t, srcRef, src)
+
+	// registry -> registry: the tar is kept byte for byte, so the DiffID
+	// stays the same.
+	mustCLI(t, "convert", "--zstd-chunked", srcRef, reg.Host+"/vm/fedora:41-zstd")
+	img, err := remote.Image(mustRef(t, reg.Host+"/vm/fedora:41-zstd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkZstdImage(t, img, "fedora.qcow2", sum)
+	srcCfg, _ := src.ConfigFile()
+	cfg, _ := img.ConfigFile()
+	if cfg.RootFS.DiffIDs[0] != srcCfg.RootFS.DiffIDs[0] {
+		t.Errorf("DiffID changed from %s to %s", srcCfg.RootFS.DiffIDs[0], cfg.RootFS.DiffIDs[0])
+	}
+
+	// zstd:chunked -> eStargz -> zstd:chunked.
+	mustCLI(t, "convert", "--estargz", reg.Host+"/vm/fedora:41-zstd", "oci:"+filepath.Join(dir, "esgz")+":1")
+	checkDiskImage(t, layoutImage(t, filepath.Join(dir, "esgz"), "1"), "fedora.qcow2", sum)
+	out := mustCLI(t, "convert", "--zstd-chunked", "oci:"+filepath.Join(dir, "esgz")+":1", "oci:"+filepath.Join(dir, "back")+":1")
+	back := layoutImage(t, filepath.Join(dir, "back"), "1")
+	checkZstdImage(t, back, "fedora.qcow2", sum)
+	want, _ := img.Digest()
+	if strings.TrimSpace(out) != want.String() {
+		t.Errorf("zstd:chunked -> eStargz -> zstd:chunked gave %s, the first conversion %s", out, want)
+	}
+
+	// A valid zstd:chunked image is kept as it is.
+	again := mustCLI(t, "convert", "--zstd-chunked", "--format", "json", reg.Host+"/vm/fedora:41-zstd", "oci:"+filepath.Join(dir, "kept"))
+	var res convertOutput
+	if err := json.Unmarshal([]byte(again), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Digest != want || !res.Images[0].Layers[0].Kept {
+		t.Errorf("re-converting a zstd:chunked image: %+v", res.Images[0].Layers[0])
+	}
+
+	if _, stderr, code := cli(t, "convert", "--estargz", "--zstd-chunked", srcRef, "oci:"+filepath.Join(dir, "x")); code != 2 || !strings.Contains(stderr, "choose one") {
+		t.Errorf("both formats: exit %d, %q", code, stderr)
+	}
+}

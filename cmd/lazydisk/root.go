@@ -47,8 +47,8 @@ func newRootCmd() *cobra.Command {
 		Use:   "lazydisk",
 		Short: "Seekable, verifiable VM disk images in container registries",
 		Long: `lazydisk repackages containerDisk images (a qcow2 or raw VM disk under /disk/
-in an OCI image) into seekable eStargz layers, so that a reader can fetch only
-the chunks of the disk it needs instead of the whole multi-GB layer.
+in an OCI image) into seekable eStargz or zstd:chunked layers, so that a reader
+can fetch only the chunks of the disk it needs instead of the whole multi-GB layer.
 
 Image references:
   docker://HOST/REPO:TAG   a registry image (also HOST/REPO@sha256:...; "docker://" is optional)
@@ -83,4 +83,4 @@ func completeRef(_ *cobra.Command, _ []string, toComplete string) ([]string, cob
 	return []string{"docker://", "oci:", "docker-archive:", "disk:"}, cobra.ShellCompDirectiveNoSpace
 }
 
-var errNoFormat = errors.New("choose the output format: --estargz")
+var errNoFormat = errors.New("choose the output format: --estargz or --zstd-chunked")

@@ -4,6 +4,9 @@
 // parse, the TOC matches its digest, every chunk matches its chunkDigest,
 // and the decompressed blob is a valid tar stream whose digest and length
 // are reported for comparison with the DiffID and size annotations.
+// zstd:chunked has no public reader to reuse, so ZstdChunked mirrors the
+// checks of containers/storage's partial-pull code (pkg/chunked) and adds
+// the ones it skips; internal/cstoragetest runs the real code in tests.
 //
 // Validators read the whole blob; they are for conversion checks, `verify
 // --deep` and tests, not for lazy reading.
