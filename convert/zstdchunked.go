@@ -30,11 +30,12 @@ const DefaultZstdLevel = 3
 // content checksum; output depends only on the input and the level.
 type zstdCompressor struct{ enc *zstd.Encoder }
 
-func newZstdCompressor(level int) func() (compressor, error) {
+func newZstdCompressor(level, chunkSize int) func() (compressor, error) {
 	return func() (compressor, error) {
 		enc, err := zstd.NewWriter(nil,
 			zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(level)),
 			zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(zstdWindow(chunkSize)),
 			zstd.WithEncoderCRC(true))
 		if err != nil {
 			return nil, err
@@ -47,6 +48,18 @@ func (z *zstdCompressor) compress(dst *bytes.Buffer, src []byte) error {
 	dst.Reset()
 	dst.Write(z.enc.EncodeAll(src, dst.AvailableBuffer()))
 	return nil
+}
+
+// zstdWindow is the encoder window for frames of at most chunkSize bytes:
+// the next power of two. A frame never refers outside itself, so a larger
+// window only costs memory (level 3's default, 8 MiB, is allocated per
+// worker and per block).
+func zstdWindow(chunkSize int) int {
+	w := zstd.MinWindowSize
+	for w < chunkSize {
+		w <<= 1
+	}
+	return w
 }
 
 // crcTable is tar-split's checksum of file payloads.
@@ -75,7 +88,7 @@ func WriteZstdChunked(ctx context.Context, w io.Writer, r io.Reader, opts ...Opt
 	}
 	zw := &zstdChunkedWriter{o: o, blob: sha256.New()}
 	zw.packer = storage.NewJSONPacker(&zw.tarSplit)
-	p, err := newPipeline(ctx, io.MultiWriter(w, zw.blob), o.workers, newZstdCompressor(o.level), newBufferPool(o.chunkSize))
+	p, err := newPipeline(ctx, io.MultiWriter(w, zw.blob), o.workers, newZstdCompressor(o.level, o.chunkSize), newBufferPool(o.chunkSize))
 	if err != nil {
 		return nil, fmt.Errorf("creating zstd compressor: %w", err)
 	}
@@ -288,14 +301,20 @@ func isZero(b []byte) bool {
 	return true
 }
 
+// compressOne compresses the TOC or the tar-split as one frame, with a
+// window that fits it up to zstd's default of 8 MiB.
+func (zw *zstdChunkedWriter) compressOne(dst *bytes.Buffer, data []byte) error {
+	c, err := newZstdCompressor(zw.o.level, min(len(data), 8<<20))()
+	if err != nil {
+		return err
+	}
+	return c.compress(dst, data)
+}
+
 // finish writes the TOC, tar-split and footer frames after the last chunk.
 func (zw *zstdChunkedWriter) finish(w io.Writer, end int64) (*Blob, error) {
-	c, err := newZstdCompressor(zw.o.level)()
-	if err != nil {
-		return nil, err
-	}
 	var tsZ bytes.Buffer
-	if err := c.compress(&tsZ, zw.tarSplit.Bytes()); err != nil {
+	if err := zw.compressOne(&tsZ, zw.tarSplit.Bytes()); err != nil {
 		return nil, err
 	}
 	for _, e := range zw.singles {
@@ -310,7 +329,7 @@ func (zw *zstdChunkedWriter) finish(w io.Writer, end int64) (*Blob, error) {
 		return nil, fmt.Errorf("encoding TOC: %w", err)
 	}
 	var tocZ bytes.Buffer
-	if err := c.compress(&tocZ, tocJSON); err != nil {
+	if err := zw.compressOne(&tocZ, tocJSON); err != nil {
 		return nil, err
 	}
 	tocPos := toc.Position{Offset: end + toc.SkippableFrameHeaderSize, Compressed: int64(tocZ.Len()), Uncompressed: int64(len(tocJSON))}

@@ -118,11 +118,18 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 	missed = goalLine(w, missed, "size ratio", fmt.Sprintf("%.3fx (goal <= %gx)", sr, goalSizeRatio), sr <= goalSizeRatio)
 
 	if cfg.big != "" {
-		rss, err := runPeakRSS(ctx, w, cfg)
+		rss, err := runPeakRSS(ctx, w, cfg, "--estargz")
 		if err != nil {
 			return err
 		}
 		missed = goalLine(w, missed, "peak RSS", fmt.Sprintf("%.1f MiB (goal <= %d MiB)", float64(rss)/mib, goalPeakRSS/mib), rss <= goalPeakRSS)
+	}
+	if cfg.zstd {
+		zm, err := runZstdBench(ctx, w, cfg, tarPath)
+		if err != nil {
+			return err
+		}
+		missed = append(missed, zm...)
 	}
 	if len(missed) > 0 {
 		return fmt.Errorf("%w: %s", errGoalMissed, strings.Join(missed, ", "))
@@ -320,9 +327,9 @@ func wallCell(c *conversion) string {
 		c.runs[0].Seconds(), c.runs[len(c.runs)-1].Seconds())
 }
 
-// runPeakRSS runs `lazydisk convert --estargz` on the big disk and returns
+// runPeakRSS runs `lazydisk convert FORMATFLAG` on the big disk and returns
 // the child's peak resident set size in bytes.
-func runPeakRSS(ctx context.Context, w io.Writer, cfg config) (int64, error) {
+func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string) (int64, error) {
 	fi, err := os.Stat(cfg.big)
 	if err != nil {
 		return 0, fmt.Errorf("peak-memory disk: %w (run internal/bench/mkdisk.sh first)", err)
@@ -339,7 +346,7 @@ func runPeakRSS(ctx context.Context, w io.Writer, cfg config) (int64, error) {
 		return 0, err
 	}
 	defer os.RemoveAll(layout)
-	args := []string{"convert", "--estargz"}
+	args := []string{"convert", formatFlag}
 	if cfg.chunk != 0 {
 		args = append(args, "--chunk-size", strconv.Itoa(cfg.chunk))
 	}

@@ -36,6 +36,7 @@ type config struct {
 	chunk    int    // chunk size of the conversions (library and CLI); 0 for their default
 	runs     int    // runs of convert.WriteEStargz; the median counts
 	study    bool
+	zstd     bool // also benchmark zstd:chunked against containers/storage's writer
 	samples  int
 	seed     uint64
 }
@@ -49,6 +50,7 @@ func main() {
 	flag.IntVar(&cfg.chunk, "chunk-size", 0, "chunk size in bytes for the benchmark's conversions, library and CLI (default: their default)")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of convert.WriteEStargz in the benchmark; the median wall time counts")
 	flag.BoolVar(&cfg.study, "chunk-study", false, "measure every candidate chunk size instead of running the benchmark")
+	flag.BoolVar(&cfg.zstd, "zstd", true, "also benchmark convert.WriteZstdChunked against containers/storage's compressor.ZstdCompressor")
 	flag.IntVar(&cfg.samples, "samples", 2000, "random reads per read size in the chunk study")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random read offsets in the chunk study")
 	flag.Parse()
