@@ -96,7 +96,9 @@ func CheckOptions(opts ...Option) error {
 }
 
 // WithChunkSize sets the uncompressed size of file chunks, between
-// MinChunkSize and MaxChunkSize. The default is DefaultChunkSize (256 KiB).
+// MinChunkSize and MaxChunkSize: the fixed size of eStargz chunks, and the
+// average of zstd:chunked's content-defined chunks (which range from 3/4 to
+// twice it). The default is DefaultChunkSize (256 KiB).
 func WithChunkSize(n int) Option {
 	return func(o *options) error {
 		if n < MinChunkSize || n > MaxChunkSize {

@@ -17,7 +17,9 @@ type compressor interface {
 // job is one unit of the output stream: a gzip member or a zstd frame.
 type job struct {
 	data []byte
-	out  bytes.Buffer
+	// shared data is read-only and not the pool's (zero chunks).
+	shared bool
+	out    bytes.Buffer
 	// prepare, if set, runs on the worker after compression, in parallel
 	// with other jobs (for example to hash a chunk).
 	prepare func(data []byte)
@@ -128,6 +130,10 @@ func (p *pipeline) newJob() *job {
 }
 
 func (p *pipeline) release(j *job) {
+	if j.shared {
+		j.data = nil
+		return
+	}
 	b := j.data[:0]
 	p.pool.Put(&b)
 	j.data = nil

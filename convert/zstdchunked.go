@@ -86,13 +86,13 @@ func WriteZstdChunked(ctx context.Context, w io.Writer, r io.Reader, opts ...Opt
 	if o.format != FormatZstdChunked {
 		return nil, fmt.Errorf("WriteZstdChunked called with format %q", o.format)
 	}
-	zw := &zstdChunkedWriter{o: o, blob: sha256.New()}
+	zw := &zstdChunkedWriter{o: o, cdc: newCDC(o.chunkSize), blob: sha256.New()}
 	zw.packer = storage.NewJSONPacker(&zw.tarSplit)
-	p, err := newPipeline(ctx, io.MultiWriter(w, zw.blob), o.workers, newZstdCompressor(o.level, o.chunkSize), newBufferPool(o.chunkSize))
+	p, err := newPipeline(ctx, io.MultiWriter(w, zw.blob), o.workers, newZstdCompressor(o.level, zw.cdc.max), newBufferPool(zw.cdc.max))
 	if err != nil {
 		return nil, fmt.Errorf("creating zstd compressor: %w", err)
 	}
-	zw.frameStream = newFrameStream(p, o.chunkSize)
+	zw.frameStream = newFrameStream(p, zw.cdc.max)
 	if err := zw.writeEntries(r); err != nil {
 		p.abort(err)
 		return nil, err
@@ -110,6 +110,7 @@ func WriteZstdChunked(ctx context.Context, w io.Writer, r io.Reader, opts ...Opt
 type zstdChunkedWriter struct {
 	frameStream
 	o       options
+	cdc     cdc
 	blob    hash.Hash
 	entries []*toc.ZstdChunkedEntry
 	// singles are reg entries of one-chunk files, whose chunk fields are
@@ -234,55 +235,144 @@ var zstdTypes = map[byte]string{
 }
 
 // addChunks streams a regular file's payload as chunks, each in its own
-// frame with nothing else in it.
+// frame with nothing else in it: content-defined data chunks (cdc.go) and
+// zeros chunks for runs of zero blocks of at least zeroRunMin. Zero runs
+// are counted, not buffered, so a sparse disk costs no memory.
 func (zw *zstdChunkedWriter) addChunks(h *tar.Header, reg *toc.ZstdChunkedEntry, payload io.Reader) error {
-	fileHash, crc := sha256.New(), crc64.New(crcTable)
-	size := h.Size
-	ent := reg
-	nChunks := 0
-	for off := int64(0); off < size; {
-		n := min(int64(zw.o.chunkSize), size-off)
-		j, err := zw.startChunk(int(n))
-		if err != nil {
+	c := &fileChunker{zw: zw, h: h, reg: reg, fileHash: sha256.New(), crc: crc64.New(crcTable)}
+	blk := make([]byte, cdcBlock)
+	for off := int64(0); off < h.Size; {
+		b := blk[:min(int64(cdcBlock), h.Size-off)]
+		if err := readChunk(payload, b, h.Name); err != nil {
 			return err
 		}
-		if err := readChunk(payload, j.data, h.Name); err != nil {
+		off += int64(len(b))
+		if isZero(b) {
+			c.zeros += int64(len(b))
+			continue
+		}
+		if err := c.flushZeros(); err != nil {
 			return err
 		}
-		ent.ChunkOffset, ent.ChunkSize = off, n
-		chunkEnt, last := ent, off+n == size
-		j.prepare = func(data []byte) {
-			chunkEnt.ChunkDigest = digest.Canonical.FromBytes(data).String()
-			if isZero(data) {
-				chunkEnt.ChunkType = toc.ChunkTypeZeros
-			}
-		}
-		j.written = func(o, cn int64, data []byte) {
-			chunkEnt.Offset = o
-			fileHash.Write(data)
-			crc.Write(data)
-			if last {
-				reg.Digest = digest.NewDigest(digest.SHA256, fileHash).String()
-				reg.EndOffset = o + cn
-				zw.pack(fileEntry(h, crc.Sum(nil)))
-			}
-		}
-		// Close the frame: a chunk's frame holds only its bytes.
-		if err := zw.seal(); err != nil {
+		if err := c.addData(b); err != nil {
 			return err
 		}
-		if ent != reg {
-			zw.entries = append(zw.entries, ent)
-		}
-		nChunks++
-		zw.chunks++
-		off += n
-		ent = &toc.ZstdChunkedEntry{Type: "chunk", Name: h.Name}
 	}
-	if nChunks == 1 {
+	if err := c.flushZeros(); err != nil {
+		return err
+	}
+	if err := c.endData(true); err != nil {
+		return err
+	}
+	if c.n == 1 {
 		zw.singles = append(zw.singles, reg)
 	}
 	return nil
+}
+
+// fileChunker cuts one file into chunks.
+type fileChunker struct {
+	zw  *zstdChunkedWriter
+	h   *tar.Header
+	reg *toc.ZstdChunkedEntry
+	// cur is the open data chunk, start the file offset of the next chunk.
+	cur   *job
+	start int64
+	// zeros counts zero bytes read but not yet placed in a chunk.
+	zeros         int64
+	n             int
+	fileHash, crc hash.Hash
+}
+
+// addData appends a data block to the open data chunk and ends the chunk
+// where the boundary rule says.
+func (c *fileChunker) addData(b []byte) error {
+	if c.cur == nil {
+		j, err := c.zw.startChunk(0)
+		if err != nil {
+			return err
+		}
+		c.cur = j
+	}
+	c.cur.data = append(c.cur.data, b...)
+	if c.zw.cdc.ends(len(c.cur.data), b) {
+		return c.endData(false)
+	}
+	return nil
+}
+
+// flushZeros places the pending zero bytes: a long run becomes zeros
+// chunks, a short one is data like any other block.
+func (c *fileChunker) flushZeros() error {
+	if c.zeros < zeroRunMin {
+		for c.zeros > 0 {
+			n := min(c.zeros, cdcBlock)
+			c.zeros -= n
+			if err := c.addData(zeroBlock[:n]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := c.endData(false); err != nil {
+		return err
+	}
+	for c.zeros > 0 {
+		n := min(c.zeros, maxZeroChunk)
+		c.zeros -= n
+		if err := c.zw.seal(); err != nil {
+			return err
+		}
+		j := &job{data: zeroBlock[:n], shared: true, done: make(chan struct{})}
+		c.zw.cur = j
+		if err := c.finish(j, c.zeros == 0 && c.start+n == c.h.Size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// endData ends the open data chunk, if any; last says it ends the file.
+func (c *fileChunker) endData(last bool) error {
+	j := c.cur
+	if j == nil {
+		return nil
+	}
+	c.cur = nil
+	return c.finish(j, last || c.start+int64(len(j.data)) == c.h.Size && c.zeros == 0)
+}
+
+// finish records the chunk in job j in the TOC and closes its frame.
+func (c *fileChunker) finish(j *job, last bool) error {
+	ent := c.reg
+	if c.n > 0 {
+		ent = &toc.ZstdChunkedEntry{Type: "chunk", Name: c.h.Name}
+		c.zw.entries = append(c.zw.entries, ent)
+	}
+	n := int64(len(j.data))
+	ent.ChunkOffset, ent.ChunkSize = c.start, n
+	reg, h, fileHash, crc := c.reg, c.h, c.fileHash, c.crc
+	j.prepare = func(data []byte) {
+		ent.ChunkDigest = digest.Canonical.FromBytes(data).String()
+		if isZero(data) {
+			ent.ChunkType = toc.ChunkTypeZeros
+		}
+	}
+	j.written = func(o, cn int64, data []byte) {
+		ent.Offset = o
+		fileHash.Write(data)
+		crc.Write(data)
+		if last {
+			reg.Digest = digest.NewDigest(digest.SHA256, fileHash).String()
+			reg.EndOffset = o + cn
+			c.zw.pack(fileEntry(h, crc.Sum(nil)))
+		}
+	}
+	c.start += n
+	c.n++
+	c.zw.chunks++
+	// Close the frame: a chunk's frame holds only its bytes.
+	return c.zw.seal()
 }
 
 // isZero reports whether b is all zero bytes.

@@ -78,7 +78,7 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.estargz, "estargz", false, "convert to eStargz (gzip chunks, read by stargz-snapshotter and the estargz package)")
 	f.BoolVar(&o.zstd, "zstd-chunked", false, "convert to zstd:chunked (zstd frames, read by podman >= 5.1 and CRI-O for partial pulls)")
-	f.StringVar(&o.chunkSize, "chunk-size", size.Format(convert.DefaultChunkSize), "uncompressed size of a chunk (64K to 64M); a random read fetches at least one chunk")
+	f.StringVar(&o.chunkSize, "chunk-size", size.Format(convert.DefaultChunkSize), "uncompressed chunk size (64K to 64M): fixed for eStargz, the average of content-defined chunks for zstd:chunked; a random read fetches at least one chunk")
 	f.IntVar(&o.level, "compression-level", 0, fmt.Sprintf("gzip level 1-9 for eStargz (default %d), zstd level 1-22 for zstd:chunked (default %d)", convert.DefaultGzipLevel, convert.DefaultZstdLevel))
 	f.StringVar(&o.platform, "platform", "", "convert only this platform of an index (os/arch[/variant]); for disk: sources, the image's platform (default: this machine's)")
 	f.BoolVar(&o.force, "force", false, "convert layers even if they already are valid eStargz")

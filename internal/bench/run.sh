@@ -6,6 +6,13 @@
 #   bash internal/bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
 #   bash internal/bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
 #
+# With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
+# two versions of a disk with mkversions.sh and runs chunkstudy, passing the
+# other arguments on (docs/zstd-chunking.md); it needs neither package
+# convert nor bin/lazydisk:
+#
+#   bash internal/bench/run.sh -zstd-chunk-study
+#
 # BENCH_CACHE sets the cache directory for disks and scratch files (default
 # .bench in the repository). The exit status is benchconvert's: 1 when a
 # goal is missed.
@@ -14,11 +21,24 @@ cd "$(dirname "$0")/../.."
 
 cache=${BENCH_CACHE:-.bench}
 study=false
+zstd_study=false
+rest=()
 for arg in "$@"; do
 	case $arg in
 	-chunk-study | --chunk-study | -chunk-study=true | --chunk-study=true) study=true ;;
+	-zstd-chunk-study | --zstd-chunk-study)
+		zstd_study=true
+		continue
+		;;
 	esac
+	rest+=("$arg")
 done
+
+if $zstd_study; then
+	go build -o bin/chunkstudy ./internal/bench/cmd/chunkstudy
+	bash internal/bench/mkversions.sh "$cache"
+	exec bin/chunkstudy -versions "$cache/versions" "${rest[@]}"
+fi
 
 go build -o bin/benchconvert ./internal/bench/cmd/benchconvert
 if ! $study; then

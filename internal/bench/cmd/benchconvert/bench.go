@@ -353,6 +353,12 @@ func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string)
 	args = append(args, "disk:"+cfg.big, "oci:"+layout+":bench")
 
 	fmt.Fprintf(os.Stderr, "benchconvert: running lazydisk %s\n", strings.Join(args, " "))
+	// Go starts children with vfork, and until exec the child shares this
+	// process's memory, which the child's ru_maxrss then counts. Give the
+	// heap back first (containers/storage's level-10 encoder leaves
+	// hundreds of MiB), so the figure is lazydisk's own.
+	runtime.GC()
+	debug.FreeOSMemory()
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
