@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
@@ -353,27 +354,26 @@ func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string)
 	args = append(args, "disk:"+cfg.big, "oci:"+layout+":bench")
 
 	fmt.Fprintf(os.Stderr, "benchconvert: running lazydisk %s\n", strings.Join(args, " "))
-	// Go starts children with vfork, and until exec the child shares this
-	// process's memory, which the child's ru_maxrss then counts. Give the
-	// heap back first (containers/storage's level-10 encoder leaves
-	// hundreds of MiB), so the figure is lazydisk's own.
-	runtime.GC()
-	debug.FreeOSMemory()
-	cmd := exec.CommandContext(ctx, bin, args...)
+	// Go starts children with vfork, and until exec a child shares this
+	// process's memory, which the child's ru_maxrss then counts: the
+	// encoders of the runs above would show up as lazydisk's. So a fresh,
+	// small copy of this program starts lazydisk and reports its usage.
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.CommandContext(ctx, self, append([]string{"-measure", bin}, args...)...)
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out
-	start := time.Now()
-	err = cmd.Run()
-	wall := time.Since(start)
-	if err != nil {
+	if err := cmd.Run(); err != nil {
 		return 0, fmt.Errorf("lazydisk %s: %w\n%s", strings.Join(args, " "), err, tail(out.String(), 2000))
 	}
-	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	if !ok {
-		return 0, fmt.Errorf("no resource usage for lazydisk on %s", runtime.GOOS)
+	var m measurement
+	if err := json.Unmarshal(lastLine(out.Bytes()), &m); err != nil {
+		return 0, fmt.Errorf("reading the measurement of lazydisk: %w\n%s", err, tail(out.String(), 2000))
 	}
-	rss := ru.Maxrss * kib // Linux reports KiB
+	rss, wall, cpu := m.MaxRSS, time.Duration(m.WallNS), time.Duration(m.CPUNS)
 	size, err := dirSize(layout)
 	if err != nil {
 		return 0, fmt.Errorf("measuring the OCI layout lazydisk wrote: %w", err)
@@ -384,9 +384,42 @@ func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string)
 	fmt.Fprintf(w, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	fmt.Fprintf(w, "| %s (%s bytes) | %.1f s | %.1f MB/s | %.1f s | %.1f MiB | %s B |\n\n",
 		filepath.Base(cfg.big), commas(fi.Size()), wall.Seconds(), mbps(fi.Size(), wall),
-		(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Seconds(),
-		float64(rss)/mib, commas(size))
+		cpu.Seconds(), float64(rss)/mib, commas(size))
 	return rss, nil
+}
+
+// measurement is what -measure prints about the command it ran.
+type measurement struct {
+	MaxRSS int64 `json:"maxRSS"` // bytes
+	WallNS int64 `json:"wallNS"`
+	CPUNS  int64 `json:"cpuNS"` // user + system
+}
+
+// measure runs a command, passing its output through, and prints its wall
+// time, CPU time and peak RSS as one JSON line. It runs in a fresh process
+// so that the peak RSS is the command's own (see runPeakRSS).
+func measure(ctx context.Context, args []string) error {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return err
+	}
+	ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	if !ok {
+		return fmt.Errorf("no resource usage on %s", runtime.GOOS)
+	}
+	return json.NewEncoder(os.Stdout).Encode(measurement{
+		MaxRSS: ru.Maxrss * kib, // Linux reports KiB
+		WallNS: int64(time.Since(start)),
+		CPUNS:  int64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()),
+	})
+}
+
+// lastLine returns the last non-empty line of b.
+func lastLine(b []byte) []byte {
+	lines := bytes.Split(bytes.TrimSpace(b), []byte("\n"))
+	return lines[len(lines)-1]
 }
 
 // dirSize sums the sizes of the regular files below dir.

@@ -53,7 +53,15 @@ func main() {
 	flag.BoolVar(&cfg.zstd, "zstd", true, "also benchmark convert.WriteZstdChunked against containers/storage's compressor.ZstdCompressor")
 	flag.IntVar(&cfg.samples, "samples", 2000, "random reads per read size in the chunk study")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random read offsets in the chunk study")
+	measureCmd := flag.Bool("measure", false, "run the command given as arguments and print its peak RSS, wall and CPU time as JSON (used by the benchmark itself)")
 	flag.Parse()
+	if *measureCmd {
+		if err := measure(context.Background(), flag.Args()); err != nil {
+			fmt.Fprintln(os.Stderr, "benchconvert:", err)
+			os.Exit(2)
+		}
+		return
+	}
 	if flag.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "benchconvert: unexpected arguments %q\n", flag.Args())
 		os.Exit(2)
