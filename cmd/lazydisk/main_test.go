@@ -157,31 +157,42 @@ func checkDiskImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := tar.NewReader(zr)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("layer %d is not a valid tar: %v", i, err)
-			}
-			if h.Name != "disk/"+diskName {
-				continue
-			}
-			found = true
-			s := sha256.New()
-			io.Copy(s, tr)
-			if got := hex.EncodeToString(s.Sum(nil)); got != wantSHA {
-				t.Errorf("disk file sha256 %s, want %s", got, wantSHA)
-			}
-			if h.Mode&0o777 != 0o444 || h.Uid != 107 || h.Gid != 107 {
-				t.Errorf("disk file mode %o uid %d gid %d", h.Mode, h.Uid, h.Gid)
-			}
-		}
+		found = checkDiskFile(t, zr, i, diskName, wantSHA) || found
 	}
 	if !found {
 		t.Errorf("no disk/%s in the image", diskName)
+	}
+}
+
+// checkDiskFile walks the uncompressed layer i and checks disk/<diskName>:
+// its sha256, and the mode and owner KubeVirt expects. It reports whether
+// the layer has the file.
+func checkDiskFile(t *testing.T, layer io.Reader, i int, diskName, wantSHA string) bool {
+	t.Helper()
+	found := false
+	tr := tar.NewReader(layer)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return found
+		}
+		if err != nil {
+			t.Fatalf("layer %d is not a valid tar: %v", i, err)
+		}
+		if h.Name != "disk/"+diskName {
+			continue
+		}
+		found = true
+		s := sha256.New()
+		if _, err := io.Copy(s, tr); err != nil {
+			t.Fatalf("layer %d: reading %s: %v", i, h.Name, err)
+		}
+		if got := hex.EncodeToString(s.Sum(nil)); got != wantSHA {
+			t.Errorf("disk file sha256 %s, want %s", got, wantSHA)
+		}
+		if h.Mode&0o777 != 0o444 || h.Uid != 107 || h.Gid != 107 {
+			t.Errorf("disk file mode %o uid %d gid %d", h.Mode, h.Uid, h.Gid)
+		}
 	}
 }
 
@@ -507,24 +518,7 @@ func checkZstdImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tr := tar.NewReader(rc)
-		for {
-			h, err := tr.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatalf("layer %d is not a valid tar: %v", i, err)
-			}
-			if h.Name == "disk/"+diskName {
-				found = true
-				s := sha256.New()
-				io.Copy(s, tr)
-				if got := hex.EncodeToString(s.Sum(nil)); got != wantSHA {
-					t.Errorf("disk file sha256 %s, want %s", got, wantSHA)
-				}
-			}
-		}
+		found = checkDiskFile(t, rc, i, diskName, wantSHA) || found
 		rc.Close()
 	}
 	if !found {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
 	"io/fs"
 	"os"
@@ -28,9 +29,9 @@ import (
 
 // The acceptance goals of the eStargz writer.
 const (
-	goalThroughputRatio = 8.0       // at least, against estargz.Build's defaults
-	goalSizeRatio       = 1.05      // at most, against estargz.Build's output
-	goalPeakRSS         = 256 * mib // at most, converting the 3 GiB disk
+	goalThroughputRatio = 8.0                 // at least, against estargz.Build's defaults
+	goalSizeRatio       = 1.05                // at most, against estargz.Build's output
+	goalPeakRSS         = 256 * benchutil.MiB // at most, converting the 3 GiB disk
 )
 
 // conversion is one timed conversion of the tar.
@@ -46,7 +47,7 @@ type conversion struct {
 // runBench converts the realistic disk's tar with estargz.Build and with
 // convert.WriteEStargz, then checks the CLI's peak memory on the big disk.
 func runBench(ctx context.Context, w io.Writer, cfg config) error {
-	printMachine(w)
+	benchutil.PrintMachine(w)
 	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 		return err
 	}
 	fmt.Fprintf(w, "input: %s (%s bytes) as %s in a containerDisk tar of %s bytes\n\n",
-		cfg.disk, commas(fi.Size()), diskEntryName(cfg.disk), commas(tarSize))
+		cfg.disk, benchutil.Commas(fi.Size()), diskEntryName(cfg.disk), benchutil.Commas(tarSize))
 
 	fmt.Fprintln(os.Stderr, "benchconvert: running estargz.Build (gzip 9, about a minute per 500 MB)")
 	build, buildTOC, err := runBuild(ctx, tarPath, buildPath)
@@ -113,7 +114,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 	fmt.Fprintf(w, "\nBoth outputs open with estargz.Open and pass VerifyTOC; ours also matches its Blob's size and digest, and every chunk of it matches its chunkDigest (internal/validate.EStargz, %.1f s).\n\n", checkTime.Seconds())
 
 	var missed []string
-	tr := mbps(ours.in, ours.wall) / mbps(build.in, build.wall)
+	tr := benchutil.MBps(ours.in, ours.wall) / benchutil.MBps(build.in, build.wall)
 	sr := float64(ours.out) / float64(build.out)
 	missed = goalLine(w, missed, "throughput ratio", fmt.Sprintf("%.1fx (goal >= %gx)", tr, goalThroughputRatio), tr >= goalThroughputRatio)
 	missed = goalLine(w, missed, "size ratio", fmt.Sprintf("%.3fx (goal <= %gx)", sr, goalSizeRatio), sr <= goalSizeRatio)
@@ -123,7 +124,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 		if err != nil {
 			return err
 		}
-		missed = goalLine(w, missed, "peak RSS", fmt.Sprintf("%.1f MiB (goal <= %d MiB)", float64(rss)/mib, goalPeakRSS/mib), rss <= goalPeakRSS)
+		missed = goalLine(w, missed, "peak RSS", fmt.Sprintf("%.1f MiB (goal <= %d MiB)", float64(rss)/benchutil.MiB, goalPeakRSS/benchutil.MiB), rss <= goalPeakRSS)
 	}
 	if cfg.zstd {
 		zm, err := runZstdBench(ctx, w, cfg, tarPath)
@@ -241,7 +242,7 @@ func runOurs(ctx context.Context, tarPath, outPath string, chunkSize int) (*conv
 	return &conversion{
 		name: "convert.WriteEStargz",
 		settings: fmt.Sprintf("%s: gzip %d, %s chunks, %d workers",
-			settings, convert.DefaultGzipLevel, sizeName(chunkSize), runtime.GOMAXPROCS(0)),
+			settings, convert.DefaultGzipLevel, benchutil.SizeName(chunkSize), runtime.GOMAXPROCS(0)),
 		in:   fi.Size(),
 		wall: wall,
 		out:  blob.Size,
@@ -309,13 +310,13 @@ func printComparison(w io.Writer, build, ours *conversion) {
 	row("", build.name, ours.name)
 	row("---", "---:", "---:")
 	row("settings", build.settings, ours.settings)
-	row("input (tar)", commas(build.in)+" B", commas(ours.in)+" B")
+	row("input (tar)", benchutil.Commas(build.in)+" B", benchutil.Commas(ours.in)+" B")
 	row("wall time", wallCell(build), wallCell(ours))
-	row("throughput", fmt.Sprintf("%.1f MB/s", mbps(build.in, build.wall)), fmt.Sprintf("%.1f MB/s", mbps(ours.in, ours.wall)))
-	row("output", commas(build.out)+" B", commas(ours.out)+" B")
+	row("throughput", fmt.Sprintf("%.1f MB/s", benchutil.MBps(build.in, build.wall)), fmt.Sprintf("%.1f MB/s", benchutil.MBps(ours.in, ours.wall)))
+	row("output", benchutil.Commas(build.out)+" B", benchutil.Commas(ours.out)+" B")
 	row("compression ratio", fmt.Sprintf("%.3f", float64(build.in)/float64(build.out)), fmt.Sprintf("%.3f", float64(ours.in)/float64(ours.out)))
-	row("chunks in TOC", commas(int64(build.toc.countChunks())), commas(int64(ours.toc.countChunks())))
-	row("TOC (gzip / JSON)", fmt.Sprintf("%s / %s B", commas(build.toc.size), commas(build.toc.jsonSize)), fmt.Sprintf("%s / %s B", commas(ours.toc.size), commas(ours.toc.jsonSize)))
+	row("chunks in TOC", benchutil.Commas(int64(build.toc.countChunks())), benchutil.Commas(int64(ours.toc.countChunks())))
+	row("TOC (gzip / JSON)", fmt.Sprintf("%s / %s B", benchutil.Commas(build.toc.size), benchutil.Commas(build.toc.jsonSize)), fmt.Sprintf("%s / %s B", benchutil.Commas(ours.toc.size), benchutil.Commas(ours.toc.jsonSize)))
 }
 
 // wallCell formats a conversion's wall time, with the range when it is the
@@ -383,8 +384,8 @@ func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string)
 	fmt.Fprintf(w, "| disk | wall time | throughput | CPU (user + sys) | peak RSS | OCI layout |\n")
 	fmt.Fprintf(w, "| --- | ---: | ---: | ---: | ---: | ---: |\n")
 	fmt.Fprintf(w, "| %s (%s bytes) | %.1f s | %.1f MB/s | %.1f s | %.1f MiB | %s B |\n\n",
-		filepath.Base(cfg.big), commas(fi.Size()), wall.Seconds(), mbps(fi.Size(), wall),
-		cpu.Seconds(), float64(rss)/mib, commas(size))
+		filepath.Base(cfg.big), benchutil.Commas(fi.Size()), wall.Seconds(), benchutil.MBps(fi.Size(), wall),
+		cpu.Seconds(), float64(rss)/benchutil.MiB, benchutil.Commas(size))
 	return rss, nil
 }
 
@@ -410,7 +411,7 @@ func measure(ctx context.Context, args []string) error {
 		return fmt.Errorf("no resource usage on %s", runtime.GOOS)
 	}
 	return json.NewEncoder(os.Stdout).Encode(measurement{
-		MaxRSS: ru.Maxrss * kib, // Linux reports KiB
+		MaxRSS: ru.Maxrss * benchutil.KiB, // Linux reports KiB
 		WallNS: int64(time.Since(start)),
 		CPUNS:  int64(cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()),
 	})

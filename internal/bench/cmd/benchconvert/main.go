@@ -17,12 +17,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
-	"time"
 )
 
 // errGoalMissed is returned when the run worked but a goal was not met.
@@ -90,47 +87,4 @@ func main() {
 		fmt.Fprintln(os.Stderr, "benchconvert:", err)
 		os.Exit(2)
 	}
-}
-
-// printMachine prints the date, the machine and the Go version, which every
-// result needs next to it.
-func printMachine(w io.Writer) {
-	fmt.Fprintf(w, "date: %s\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "machine: %d cores (nproc), GOMAXPROCS %d, %s, %s RAM, Linux %s, load average %s at start\n",
-		runtime.NumCPU(), runtime.GOMAXPROCS(0), cpuModel(), memTotal(), kernelRelease(), loadAverage())
-	fmt.Fprintf(w, "go: %s %s/%s\n\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
-
-// Units: MB is 10^6 bytes (throughput), MiB is 2^20 bytes (memory, sizes of
-// chunks and reads).
-const (
-	mb  = 1e6
-	kib = 1 << 10
-	mib = 1 << 20
-	gib = 1 << 30
-)
-
-// mbps is a throughput in MB/s.
-func mbps(n int64, d time.Duration) float64 {
-	return float64(n) / mb / d.Seconds()
-}
-
-// sizeName names a chunk or read size: "64 KiB", "1 MiB".
-func sizeName(n int) string {
-	if n >= mib && n%mib == 0 {
-		return fmt.Sprintf("%d MiB", n/mib)
-	}
-	return fmt.Sprintf("%d KiB", n/kib)
-}
-
-// commas formats n with thousands separators.
-func commas(n int64) string {
-	s := fmt.Sprint(n)
-	if n < 0 {
-		return "-" + commas(-n)
-	}
-	for i := len(s) - 3; i > 0; i -= 3 {
-		s = s[:i] + "," + s[i:]
-	}
-	return s
 }

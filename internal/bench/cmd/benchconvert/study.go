@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -23,18 +24,18 @@ import (
 
 // The chunk study's candidates and workload.
 var (
-	studyChunkSizes = []int{64 * kib, 256 * kib, 512 * kib, 1 * mib, 2 * mib, 4 * mib}
-	studyReadSizes  = []int{4 * kib, 64 * kib, 1 * mib}
+	studyChunkSizes = []int{64 * benchutil.KiB, 256 * benchutil.KiB, 512 * benchutil.KiB, 1 * benchutil.MiB, 2 * benchutil.MiB, 4 * benchutil.MiB}
+	studyReadSizes  = []int{4 * benchutil.KiB, 64 * benchutil.KiB, 1 * benchutil.MiB}
 )
 
 const (
 	// readAlign aligns the random reads, like a guest's page-sized I/O.
-	readAlign = 4 * kib
+	readAlign = 4 * benchutil.KiB
 	// timedReads is how many of the random reads per read size are also
 	// decompressed and verified for real, to time the CPU cost.
 	timedReads = 200
 	// extrapolateTo is the disk size the TOC is scaled to.
-	extrapolateTo = 10 * gib
+	extrapolateTo = 10 * benchutil.GiB
 	// openRuns is how often estargz.Open is timed; the best run counts.
 	openRuns = 3
 )
@@ -64,12 +65,12 @@ type readCost struct {
 // runStudy converts each disk with every candidate chunk size and prints
 // what each costs.
 func runStudy(ctx context.Context, w io.Writer, cfg config) error {
-	printMachine(w)
+	benchutil.PrintMachine(w)
 	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "Random reads: %d per read size at offsets aligned to %s, uniform over the disk file (PCG seed %d); %d of them are also decompressed and verified on one core to time them.\n\n",
-		cfg.samples, sizeName(readAlign), cfg.seed, timedReads)
+		cfg.samples, benchutil.SizeName(readAlign), cfg.seed, timedReads)
 	disks := []string{cfg.disk}
 	if cfg.big != "" {
 		disks = append(disks, cfg.big)
@@ -94,10 +95,10 @@ func studyDisk(ctx context.Context, w io.Writer, cfg config, disk string) error 
 
 	var results []*chunkResult
 	for _, cs := range studyChunkSizes {
-		fmt.Fprintf(os.Stderr, "benchconvert: %s with %s chunks\n", filepath.Base(disk), sizeName(cs))
+		fmt.Fprintf(os.Stderr, "benchconvert: %s with %s chunks\n", filepath.Base(disk), benchutil.SizeName(cs))
 		res, err := studyChunkSize(ctx, disk, outPath, cs, offsets)
 		if err != nil {
-			return fmt.Errorf("%s with %s chunks: %w", disk, sizeName(cs), err)
+			return fmt.Errorf("%s with %s chunks: %w", disk, benchutil.SizeName(cs), err)
 		}
 		results = append(results, res)
 	}
@@ -300,11 +301,11 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 	scale := float64(extrapolateTo) / float64(diskSize)
 	var ref *chunkResult
 	for _, r := range results {
-		if r.chunkSize == 4*mib {
+		if r.chunkSize == 4*benchutil.MiB {
 			ref = r
 		}
 	}
-	fmt.Fprintf(w, "### %s (%s bytes)\n\n", filepath.Base(disk), commas(diskSize))
+	fmt.Fprintf(w, "### %s (%s bytes)\n\n", filepath.Base(disk), benchutil.Commas(diskSize))
 	fmt.Fprintln(w, "| chunk size | chunks | blob bytes | compression ratio | size vs 4 MiB | convert MB/s |")
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range results {
@@ -313,19 +314,19 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 			vs = fmt.Sprintf("%+.2f%%", (float64(r.blobSize)/float64(ref.blobSize)-1)*100)
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %.3f | %s | %.0f |\n",
-			sizeName(r.chunkSize), commas(int64(r.chunks)), commas(r.blobSize),
-			float64(r.tarSize)/float64(r.blobSize), vs, mbps(r.tarSize, r.wall))
+			benchutil.SizeName(r.chunkSize), benchutil.Commas(int64(r.chunks)), benchutil.Commas(r.blobSize),
+			float64(r.tarSize)/float64(r.blobSize), vs, benchutil.MBps(r.tarSize, r.wall))
 	}
 	fmt.Fprintln(w)
 
-	g := extrapolateTo / gib
+	g := extrapolateTo / benchutil.GiB
 	fmt.Fprintf(w, "TOC as stored, and as estargz.Open reads it (best of %d); the \"@ %d GiB\" columns scale it linearly to a disk of that size.\n\n", openRuns, g)
 	fmt.Fprintf(w, "| chunk size | TOC gzip | TOC JSON | estargz.Open | TOC gzip @ %d GiB | TOC JSON @ %d GiB | estargz.Open @ %d GiB | reader heap @ %d GiB |\n", g, g, g, g)
 	fmt.Fprintln(w, "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range results {
 		ms := float64(r.open) / float64(time.Millisecond)
 		fmt.Fprintf(w, "| %s | %s | %s | %.1f ms | %s | %s | %.0f ms | %s |\n",
-			sizeName(r.chunkSize), humanBytes(float64(r.tocSize)), humanBytes(float64(r.tocJSON)), ms,
+			benchutil.SizeName(r.chunkSize), humanBytes(float64(r.tocSize)), humanBytes(float64(r.tocJSON)), ms,
 			humanBytes(float64(r.tocSize)*scale), humanBytes(float64(r.tocJSON)*scale),
 			ms*scale, humanBytes(float64(r.openHeap)*scale))
 	}
@@ -336,13 +337,13 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 	head := []string{"chunk size"}
 	align := []string{"---:"}
 	for _, rs := range studyReadSizes {
-		n := sizeName(rs)
+		n := benchutil.SizeName(rs)
 		head = append(head, n+" fetch", n+" gunzip", n+" CPU")
 		align = append(align, "---:", "---:", "---:")
 	}
 	fmt.Fprintf(w, "| %s |\n| %s |\n", strings.Join(head, " | "), strings.Join(align, " | "))
 	for _, r := range results {
-		cells := []string{sizeName(r.chunkSize)}
+		cells := []string{benchutil.SizeName(r.chunkSize)}
 		for _, rc := range r.reads {
 			cells = append(cells, humanBytes(rc.fetch), humanBytes(rc.gunzip), fmt.Sprintf("%.2f ms", float64(rc.cpu)/float64(time.Millisecond)))
 		}
@@ -355,17 +356,17 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 // figures.
 func humanBytes(n float64) string {
 	switch {
-	case n >= 100*mib:
-		return fmt.Sprintf("%.0f MiB", n/mib)
-	case n >= 10*mib:
-		return fmt.Sprintf("%.1f MiB", n/mib)
-	case n >= mib:
-		return fmt.Sprintf("%.2f MiB", n/mib)
-	case n >= 100*kib:
-		return fmt.Sprintf("%.0f KiB", n/kib)
-	case n >= 10*kib:
-		return fmt.Sprintf("%.1f KiB", n/kib)
+	case n >= 100*benchutil.MiB:
+		return fmt.Sprintf("%.0f MiB", n/benchutil.MiB)
+	case n >= 10*benchutil.MiB:
+		return fmt.Sprintf("%.1f MiB", n/benchutil.MiB)
+	case n >= benchutil.MiB:
+		return fmt.Sprintf("%.2f MiB", n/benchutil.MiB)
+	case n >= 100*benchutil.KiB:
+		return fmt.Sprintf("%.0f KiB", n/benchutil.KiB)
+	case n >= 10*benchutil.KiB:
+		return fmt.Sprintf("%.1f KiB", n/benchutil.KiB)
 	default:
-		return fmt.Sprintf("%.2f KiB", n/kib)
+		return fmt.Sprintf("%.2f KiB", n/benchutil.KiB)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -112,18 +113,20 @@ func runZstdBench(ctx context.Context, w io.Writer, cfg config, tarPath string) 
 		}
 		return fmt.Sprintf("%.1f s (median of %d, %.1f-%.1f s)", r.wall.Seconds(), len(r.runs), r.runs[0].Seconds(), r.runs[len(r.runs)-1].Seconds())
 	})...)
-	row("throughput", cells(func(r *zstdRun) string { return fmt.Sprintf("%.1f MB/s", mbps(r.in, r.wall)) })...)
-	row("output", cells(func(r *zstdRun) string { return commas(r.out) + " B" })...)
-	row("TOC (zstd / JSON)", cells(func(r *zstdRun) string { return fmt.Sprintf("%s / %s B", commas(r.tocSize), commas(r.tocJSON)) })...)
+	row("throughput", cells(func(r *zstdRun) string { return fmt.Sprintf("%.1f MB/s", benchutil.MBps(r.in, r.wall)) })...)
+	row("output", cells(func(r *zstdRun) string { return benchutil.Commas(r.out) + " B" })...)
+	row("TOC (zstd / JSON)", cells(func(r *zstdRun) string {
+		return fmt.Sprintf("%s / %s B", benchutil.Commas(r.tocSize), benchutil.Commas(r.tocJSON))
+	})...)
 	tenGiB := func(r *zstdRun) string {
-		scale := float64(10*gib) / float64(r.in)
-		return fmt.Sprintf("%.1f / %.1f MiB", float64(r.tocSize)*scale/mib, float64(r.tocJSON)*scale/mib)
+		scale := float64(10*benchutil.GiB) / float64(r.in)
+		return fmt.Sprintf("%.1f / %.1f MiB", float64(r.tocSize)*scale/benchutil.MiB, float64(r.tocJSON)*scale/benchutil.MiB)
 	}
 	row("TOC for a 10 GiB disk (scaled)", cells(tenGiB)...)
 	fmt.Fprintf(w, "\nOurs passes internal/validate.ZstdChunked (checksums, tar-split, every chunk and file digest, DiffID); the %d runs gave the same digest.\n\n", cfg.runs)
 
 	var missed []string
-	tput := func(a, b *zstdRun) float64 { return mbps(a.in, a.wall) / mbps(b.in, b.wall) }
+	tput := func(a, b *zstdRun) float64 { return benchutil.MBps(a.in, a.wall) / benchutil.MBps(b.in, b.wall) }
 	size := func(a, b *zstdRun) float64 { return float64(a.out) / float64(b.out) }
 	missed = goalLine(w, missed, "zstd throughput ratio vs default level", fmt.Sprintf("%.1fx (goal >= %gx)", tput(ours, def), goalZstdDefaultThroughput), tput(ours, def) >= goalZstdDefaultThroughput)
 	missed = goalLine(w, missed, "zstd size ratio vs default level", fmt.Sprintf("%.3fx (goal <= %gx)", size(ours, def), goalZstdDefaultSize), size(ours, def) <= goalZstdDefaultSize)
@@ -134,7 +137,7 @@ func runZstdBench(ctx context.Context, w io.Writer, cfg config, tarPath string) 
 		if err != nil {
 			return nil, err
 		}
-		missed = goalLine(w, missed, "zstd peak RSS", fmt.Sprintf("%.1f MiB (goal <= %d MiB)", float64(rss)/mib, goalPeakRSS/mib), rss <= goalPeakRSS)
+		missed = goalLine(w, missed, "zstd peak RSS", fmt.Sprintf("%.1f MiB (goal <= %d MiB)", float64(rss)/benchutil.MiB, goalPeakRSS/benchutil.MiB), rss <= goalPeakRSS)
 	}
 	return missed, nil
 }
@@ -218,7 +221,7 @@ func runOursZstd(ctx context.Context, tarPath, outPath string, chunkSize int) (*
 		return nil, nil, err
 	}
 	r := &zstdRun{name: "convert.WriteZstdChunked", in: fi.Size(), out: blob.Size, wall: time.Since(start),
-		settings: fmt.Sprintf("%s: level %d, %s chunks, %d workers", settings, convert.DefaultZstdLevel, sizeName(chunkSize), runtime.GOMAXPROCS(0))}
+		settings: fmt.Sprintf("%s: level %d, %s chunks, %d workers", settings, convert.DefaultZstdLevel, benchutil.SizeName(chunkSize), runtime.GOMAXPROCS(0))}
 	if err := r.setTOC(blob.Annotations); err != nil {
 		return nil, nil, err
 	}

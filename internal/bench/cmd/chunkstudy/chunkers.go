@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"hash/crc32"
 	"math"
 	"math/bits"
@@ -362,7 +363,7 @@ func studyChunkers() []chunker {
 	var cs []chunker
 	for _, size := range []int{64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20} {
 		for _, z := range []zeroRule{zerosWhole, zerosBlocks4K} {
-			cs = append(cs, chunker{name: "fixed " + sizeName(size), zeros: z, split: fixedSplit(size)})
+			cs = append(cs, chunker{name: "fixed " + benchutil.SizeName(size), zeros: z, split: fixedSplit(size)})
 		}
 	}
 	cs = append(cs,
@@ -387,7 +388,7 @@ func studyChunkers() []chunker {
 	// average: sizes crowd around the average, as with fixed chunks.
 	for _, avg := range []int{64 << 10, 128 << 10, 256 << 10, 512 << 10, 1 << 20} {
 		cs = append(cs, chunker{
-			name:  fmt.Sprintf("4 KiB-block CDC %s, %s-%s", sizeName(avg), sizeName(avg*3/4), sizeName(avg*2)),
+			name:  fmt.Sprintf("4 KiB-block CDC %s, %s-%s", benchutil.SizeName(avg), benchutil.SizeName(avg*3/4), benchutil.SizeName(avg*2)),
 			zeros: zerosBlocks4K,
 			split: blockCDCGeometric(avg*3/4, avg, avg*2).split,
 		})

@@ -18,6 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"hash/crc32"
 	"io"
 	"os"
@@ -73,7 +74,7 @@ type result struct {
 
 func run(ctx context.Context, w io.Writer, cfg config) error {
 	start := time.Now()
-	printMachine(w)
+	benchutil.PrintMachine(w)
 	disks, unmap, err := openDisks(cfg.dir, cfg.samples, cfg.seed)
 	if err != nil {
 		return err
@@ -107,7 +108,7 @@ func run(ctx context.Context, w io.Writer, cfg config) error {
 			if err != nil {
 				return err
 			}
-			r.speed[d.format] = mbps(int64(len(d.data)), best)
+			r.speed[d.format] = benchutil.MBps(int64(len(d.data)), best)
 		}
 	}
 	var ref refSpeeds

@@ -2,18 +2,19 @@ package main
 
 import (
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
 	"strings"
 )
 
 // extrapolateTo is the disk file size the TOC is scaled to.
-const extrapolateTo = 10 * gib
+const extrapolateTo = 10 * benchutil.GiB
 
 func printReport(w io.Writer, cfg config, disks []*disk, results []*result, bounds map[string]float64, ref refSpeeds, streams map[string]int64) {
 	fmt.Fprintln(w, "Disks:")
 	fmt.Fprintln(w)
 	for _, d := range disks {
-		fmt.Fprintf(w, "- %s: %s bytes\n", d.name, commas(int64(len(d.data))))
+		fmt.Fprintf(w, "- %s: %s bytes\n", d.name, benchutil.Commas(int64(len(d.data))))
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Single-core reference speeds on disk-v1.qcow2: sha256 %.0f MB/s, zstd level %d EncodeAll of 256 KiB chunks %.0f MB/s", ref.sha256, studyLevel, ref.zstd)
@@ -23,7 +24,7 @@ func printReport(w io.Writer, cfg config, disks []*disk, results []*result, boun
 	fmt.Fprintln(w, ".")
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "Random reads: %d per read size at offsets aligned to %s, uniform over the disk file (PCG seed %d).\n\n",
-		cfg.samples, sizeName(readAlign), cfg.seed)
+		cfg.samples, benchutil.SizeName(readAlign), cfg.seed)
 
 	for _, format := range []string{"qcow2", "raw"} {
 		v1 := -1
@@ -69,7 +70,7 @@ func printChunks(w io.Writer, d *disk, i int, results []*result, stream int64) {
 		}
 	}
 	fmt.Fprintf(w, "### %s: chunks, compressed size, TOC, chunking speed\n\n", d.name)
-	fmt.Fprintf(w, "Frames: the sum of the chunks' zstd frames, i.e. the blob without tar headers, TOC and tar-split (the file as one zstd level %d stream, not seekable: %.1f MB). TOC: containers/storage's JSON and one zstd frame of it; \"@ %d GiB\" scales it linearly to a disk file of that size. Speed: finding the boundaries (zero runs included) of this file on one core, best of the timed runs; \"> 30,000\" means that it costs next to nothing (only the scan for zero blocks).\n\n", studyLevel, float64(stream)/mb, extrapolateTo/gib)
+	fmt.Fprintf(w, "Frames: the sum of the chunks' zstd frames, i.e. the blob without tar headers, TOC and tar-split (the file as one zstd level %d stream, not seekable: %.1f MB). TOC: containers/storage's JSON and one zstd frame of it; \"@ %d GiB\" scales it linearly to a disk file of that size. Speed: finding the boundaries (zero runs included) of this file on one core, best of the timed runs; \"> 30,000\" means that it costs next to nothing (only the scan for zero blocks).\n\n", studyLevel, float64(stream)/benchutil.MB, extrapolateTo/benchutil.GiB)
 	var rows [][]string
 	for _, r := range results {
 		dr := r.disks[i]
@@ -82,14 +83,14 @@ func printChunks(w io.Writer, d *disk, i int, results []*result, stream int64) {
 			mean = float64(dr.dataBytes) / float64(dr.dataChunks)
 		}
 		rows = append(rows, append(row(r),
-			commas(int64(dr.dataChunks)), commas(int64(dr.zeroChunks)), humanBytes(mean),
-			fmt.Sprintf("%.1f", float64(dr.frames)/mb), vs,
+			benchutil.Commas(int64(dr.dataChunks)), benchutil.Commas(int64(dr.zeroChunks)), humanBytes(mean),
+			fmt.Sprintf("%.1f", float64(dr.frames)/benchutil.MB), vs,
 			humanBytes(float64(dr.tocZstd)),
-			commas(int64(float64(dr.tocEntries)*scale)),
+			benchutil.Commas(int64(float64(dr.tocEntries)*scale)),
 			humanBytes(float64(dr.tocJSON)*scale), humanBytes(float64(dr.tocZstd)*scale),
 			speedCell(r.speed[d.format])))
 	}
-	g := extrapolateTo / gib
+	g := extrapolateTo / benchutil.GiB
 	table(w, []string{"chunker", "zeros chunks from", "data chunks", "zeros chunks", "mean data chunk", "frames MB", "frames vs fixed 1 MiB",
 		"TOC zstd", fmt.Sprintf("TOC entries @ %d GiB", g), fmt.Sprintf("TOC JSON @ %d GiB", g), fmt.Sprintf("TOC zstd @ %d GiB", g), "chunking MB/s"}, rows)
 }
@@ -100,7 +101,7 @@ func printReads(w io.Writer, d *disk, i int, results []*result) {
 	fmt.Fprintln(w)
 	head := []string{"chunker", "zeros chunks from"}
 	for _, rs := range readSizes {
-		head = append(head, sizeName(rs)+" fetch", sizeName(rs)+" decompress")
+		head = append(head, benchutil.SizeName(rs)+" fetch", benchutil.SizeName(rs)+" decompress")
 	}
 	var rows [][]string
 	for _, r := range results {
@@ -131,7 +132,7 @@ func printDedup(w io.Writer, format string, results []*result, bounds map[string
 			dd := r.dedup[format+"/"+v]
 			cells = append(cells,
 				fmt.Sprintf("%.1f%%", float64(dd.reusedBytes)/float64(dd.dataBytes)*100),
-				fmt.Sprintf("%.1f", float64(dd.fetch)/mb),
+				fmt.Sprintf("%.1f", float64(dd.fetch)/benchutil.MB),
 				fmt.Sprintf("%.1f%%", float64(dd.fetch)/float64(dd.frames)*100))
 		}
 		rows = append(rows, cells)
@@ -145,5 +146,5 @@ func speedCell(v float64) string {
 	if v > 30000 {
 		return "> 30,000"
 	}
-	return commas(int64(v))
+	return benchutil.Commas(int64(v))
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
 	"os"
 	"time"
@@ -29,7 +30,7 @@ func measureRefSpeeds(ctx context.Context, d *disk, cstorage bool) (refSpeeds, e
 	fmt.Fprintf(os.Stderr, "chunkstudy: timing sha256 and zstd on %s\n", d.name)
 	t := time.Now()
 	sha256.Sum256(d.data)
-	r.sha256 = mbps(int64(len(d.data)), time.Since(t))
+	r.sha256 = benchutil.MBps(int64(len(d.data)), time.Since(t))
 
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.EncoderLevelFromZstd(studyLevel)), zstd.WithEncoderConcurrency(1))
 	if err != nil {
@@ -41,7 +42,7 @@ func measureRefSpeeds(ctx context.Context, d *disk, cstorage bool) (refSpeeds, e
 	for off := 0; off < len(d.data); off += 256 << 10 {
 		buf = enc.EncodeAll(d.data[off:min(off+256<<10, len(d.data))], buf[:0])
 	}
-	r.zstd = mbps(int64(len(d.data)), time.Since(t))
+	r.zstd = benchutil.MBps(int64(len(d.data)), time.Since(t))
 	if err := ctx.Err(); err != nil {
 		return r, err
 	}
@@ -82,7 +83,7 @@ func cstorageSpeed(d *disk) (float64, error) {
 	if err := zw.Close(); err != nil {
 		return 0, fmt.Errorf("containers/storage writer: %w", err)
 	}
-	return mbps(int64(len(d.data)), time.Since(t)), nil
+	return benchutil.MBps(int64(len(d.data)), time.Since(t)), nil
 }
 
 // streamSize returns the size of d compressed as one zstd stream at the
