@@ -29,8 +29,9 @@ type Blob struct {
 	// DiffID is the digest of the uncompressed stream, Uncompressed its length.
 	DiffID       digest.Digest
 	Uncompressed int64
-	// TOCDigest is the digest of the uncompressed TOC JSON, the value of
-	// the layer's TOC digest annotation.
+	// TOCDigest identifies the TOC: for eStargz the digest of the
+	// uncompressed TOC JSON (the toc.digest annotation), for zstd:chunked the
+	// digest of the compressed TOC (the manifest-checksum annotation).
 	TOCDigest digest.Digest
 	// TOCOffset and TOCSize locate the compressed TOC in the blob.
 	TOCOffset, TOCSize int64

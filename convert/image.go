@@ -65,7 +65,8 @@ func (c *Converted) Close() error {
 	return os.RemoveAll(c.dir)
 }
 
-// Image converts every filesystem layer of img to eStargz.
+// Image converts every filesystem layer of img to the format WithFormat
+// chooses (eStargz by default).
 func Image(ctx context.Context, img v1.Image, opts ...Option) (*Converted, error) {
 	c, err := newConverter(opts)
 	if err != nil {
@@ -79,7 +80,7 @@ func Image(ctx context.Context, img v1.Image, opts ...Option) (*Converted, error
 	return c.result(out, nil, res, nil)
 }
 
-// Index converts every image of idx to eStargz. Nested indexes are
+// Index converts every image of idx like Image. Nested indexes are
 // converted recursively; attestation manifests, which describe the source
 // images, are dropped and listed in the result.
 func Index(ctx context.Context, idx v1.ImageIndex, opts ...Option) (*Converted, error) {

@@ -57,7 +57,8 @@ type LayerResult struct {
 	// DiffID is the digest of the uncompressed layer, UncompressedSize its length.
 	DiffID           v1.Hash `json:"diffID"`
 	UncompressedSize int64   `json:"uncompressedSize,omitempty"`
-	// TOCDigest is the value of the TOC digest annotation.
+	// TOCDigest is the digest of the layer's TOC: the eStargz TOC digest
+	// annotation, or zstd:chunked's manifest-checksum.
 	TOCDigest string `json:"tocDigest,omitempty"`
 	// Chunks counts the chunks in the TOC.
 	Chunks int `json:"chunks,omitempty"`
@@ -120,8 +121,9 @@ func isTarLayer(mt types.MediaType) bool {
 	return false
 }
 
-// convertLayer turns one source layer into an eStargz layer staged in dir,
-// or keeps it when it already is one with correct annotations.
+// convertLayer turns one source layer into a layer of the target format
+// staged in the converter's directory, or keeps it when it already is one
+// with correct annotations.
 func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descriptor, diffID v1.Hash, pos layerPos) (*converted, error) {
 	keep := &converted{layer: l, annotations: desc.Annotations, result: LayerResult{
 		Source: desc.Digest, Digest: desc.Digest, Size: desc.Size, MediaType: desc.MediaType, DiffID: diffID, Kept: true,
@@ -167,7 +169,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 		src = f
 	}
 
-	out, err := os.CreateTemp(c.dir, "layer-*.esgz")
+	out, err := os.CreateTemp(c.dir, "layer-*")
 	if err != nil {
 		return nil, fmt.Errorf("staging layer: %w", err)
 	}
@@ -219,7 +221,7 @@ func (c *converter) convertLayer(ctx context.Context, l v1.Layer, desc v1.Descri
 }
 
 // stage copies the layer's compressed bytes to a temporary file, checking
-// its digest, so that the eStargz check and a conversion share one download.
+// its digest, so that the format check and a conversion share one download.
 func (c *converter) stage(ctx context.Context, l v1.Layer, desc v1.Descriptor, prog Progress) (*os.File, error) {
 	rc, err := l.Compressed()
 	if err != nil {

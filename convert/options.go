@@ -140,8 +140,9 @@ func WithProgress(f func(Progress)) Option {
 	}
 }
 
-// WithForce converts layers that are already valid eStargz with correct
-// annotations instead of keeping them. The default is to keep them.
+// WithForce converts layers that are already valid in the target format,
+// with correct annotations, instead of keeping them. The default is to keep
+// them.
 func WithForce(force bool) Option {
 	return func(o *options) error {
 		o.force = force

@@ -70,8 +70,9 @@ var crcTable = crc64.MakeTable(crc64.ISO)
 // >= 5.1) reads for partial pulls: a multi-frame zstd stream that
 // decompresses to exactly the input tar, every file chunk in its own frame,
 // followed by the TOC, the tar-split and the 64-byte footer in skippable
-// frames. Chunks that are all zeros are marked as zeros chunks, which
-// readers turn into holes without fetching them. eStargz TOC and landmark
+// frames. Files are cut into content-defined chunks on 4 KiB blocks
+// (cdc.go), and runs of zero blocks into zeros chunks, which readers turn
+// into holes without fetching them. eStargz TOC and landmark
 // entries in the input are dropped; any other input is kept byte for byte,
 // so its DiffID does not change.
 //
