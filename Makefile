@@ -23,6 +23,15 @@ build: ## Build bin/lazydisk
 test: ## Run all tests (unit, in-process registry round trips, CLI; containers/storage partial pulls when root)
 	$(GO) test -tags $(TAGS) $(TESTFLAGS) $(PKGS)
 
+# FUZZTIME bounds each fuzz target; CI runs them briefly on every change,
+# with the seed corpus from toc/testdata/fuzz.
+FUZZTIME ?= 15s
+
+.PHONY: fuzz
+fuzz: ## Fuzz the footer and TOC parsers for FUZZTIME each (default 15s)
+	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./toc/
+	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzParsers$$' -fuzztime $(FUZZTIME) ./toc/
+
 .PHONY: demo
 demo: ## Convert the built-in sample disk to eStargz end to end, offline
 	$(GO) run ./cmd/lazydisk demo

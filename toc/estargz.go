@@ -50,8 +50,9 @@ const MaxTOCSize = 150 << 20
 var (
 	// ErrNotEStargz is returned when a blob does not end in an eStargz footer.
 	ErrNotEStargz = errors.New("not an eStargz blob")
-	// ErrInvalidTOC is returned for a TOC that cannot be read or is too large.
-	ErrInvalidTOC = errors.New("invalid eStargz TOC")
+	// ErrInvalidTOC is returned for a TOC that cannot be read or is too
+	// large; it matches ErrInvalid too.
+	ErrInvalidTOC = fmt.Errorf("%w: eStargz TOC", ErrInvalid)
 )
 
 // EStargzFooter returns the footer for a TOC that starts at tocOffset.

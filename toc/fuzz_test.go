@@ -1,0 +1,69 @@
+package toc_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"testing"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/toc"
+)
+
+// FuzzRead feeds arbitrary blobs to Read: it must never panic, and an
+// index it returns must be consistent with the blob. The seed corpus is in
+// testdata/fuzz/FuzzRead (small eStargz and zstd:chunked blobs).
+func FuzzRead(f *testing.F) {
+	src := diskTar(f, 20000)
+	for _, w := range []func(context.Context, io.Writer, io.Reader, ...convert.Option) (*convert.Blob, error){convert.WriteEStargz, convert.WriteZstdChunked} {
+		var b bytes.Buffer
+		if _, err := w(context.Background(), &b, bytes.NewReader(src), convert.WithChunkSize(convert.MinChunkSize)); err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b.Bytes())
+	}
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		ix, err := toc.Read(bytes.NewReader(blob), int64(len(blob)), nil)
+		if err != nil {
+			return
+		}
+		if ix.DataEnd < 0 || ix.DataEnd > int64(len(blob)) {
+			t.Fatalf("data end %d outside the %d-byte blob", ix.DataEnd, len(blob))
+		}
+		for _, file := range ix.Files {
+			var next int64
+			for _, c := range file.Chunks {
+				if c.Offset != next || c.Size <= 0 || c.CompressedOffset <= 0 || c.CompressedSize <= 0 || c.CompressedOffset+c.CompressedSize > ix.DataEnd {
+					t.Fatalf("%s: bad chunk %+v (next %d, data end %d)", file.Name, c, next, ix.DataEnd)
+				}
+				next += c.Size
+			}
+			if len(file.Chunks) > 0 && next != file.Size {
+				t.Fatalf("%s: chunks cover %d of %d bytes", file.Name, next, file.Size)
+			}
+		}
+	})
+}
+
+// FuzzParsers feeds arbitrary bytes to the footer and position parsers.
+func FuzzParsers(f *testing.F) {
+	f.Add(toc.EStargzFooter(12345), "10:20:30:1")
+	footer, _ := toc.ZstdChunkedFooter{Offset: 1, LengthCompressed: 2, LengthUncompressed: 3, ManifestType: 1}.MarshalBinary()
+	f.Add(footer, "1:2:3")
+	f.Fuzz(func(t *testing.T, b []byte, pos string) {
+		if off, err := toc.ParseEStargzFooter(b); err == nil && (off < 0 || !bytes.Equal(toc.EStargzFooter(off), b)) {
+			t.Fatalf("ParseEStargzFooter accepted %x as offset %d", b, off)
+		}
+		if ft, err := toc.ParseZstdChunkedFooter(b); err == nil {
+			if back, _ := ft.MarshalBinary(); !bytes.Equal(back, b) {
+				t.Fatalf("ParseZstdChunkedFooter does not round-trip %x", b)
+			}
+		}
+		if p, err := toc.ParseManifestPosition(pos); err == nil && (p.Offset < 0 || p.Compressed < 0 || p.Uncompressed < 0) {
+			t.Fatalf("ParseManifestPosition(%q) = %+v", pos, p)
+		}
+		if p, err := toc.ParseTarSplitPosition(pos); err == nil && (p.Offset < 0 || p.Compressed < 0 || p.Uncompressed < 0) {
+			t.Fatalf("ParseTarSplitPosition(%q) = %+v", pos, p)
+		}
+	})
+}
