@@ -1,7 +1,6 @@
 package convert
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/lazydisk/lazydisk/internal/built"
 )
 
 // Progress reports how far the reading of one source layer has come.
@@ -185,7 +186,7 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	if cfg.OS != "" {
 		res.Platform = &v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant, OSVersion: cfg.OSVersion}
 	}
-	bi := &builtImage{layers: map[v1.Hash]v1.Layer{}}
+	bi := &built.Image{Layers: map[v1.Hash]v1.Layer{}}
 	newM := v1.Manifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIManifestSchema1,
@@ -206,7 +207,7 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 		newM.Layers[i] = v1.Descriptor{MediaType: r.MediaType, Size: r.Size, Digest: r.Digest, Annotations: cl.annotations, URLs: desc.URLs}
 		diffIDs[i] = r.DiffID
 		changed = changed || !r.Kept
-		bi.layers[r.Digest] = cl.layer
+		bi.Layers[r.Digest] = cl.layer
 		res.Layers = append(res.Layers, r)
 	}
 	if !changed && m.MediaType == types.OCIManifestSchema1 {
@@ -227,15 +228,15 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 			return nil, nil, err
 		}
 	}
-	bi.config = rawCfg
-	newM.Config = v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(rawCfg)), Digest: sha256Hash(rawCfg)}
+	bi.Config = rawCfg
+	newM.Config = v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(rawCfg)), Digest: built.SHA256(rawCfg)}
 	if m.Config.MediaType != types.DockerConfigJSON && m.Config.MediaType != "" {
 		newM.Config.MediaType = m.Config.MediaType
 	}
-	if bi.manifest, err = json.Marshal(&newM); err != nil {
+	if bi.Manifest, err = json.Marshal(&newM); err != nil {
 		return nil, nil, err
 	}
-	out, err := partial.CompressedToImage(bi)
+	out, err := bi.V1()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -265,7 +266,7 @@ func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (
 	if err != nil {
 		return nil, fmt.Errorf("reading index: %w", err)
 	}
-	bx := &builtIndex{images: map[v1.Hash]v1.Image{}, indexes: map[v1.Hash]v1.ImageIndex{}}
+	bx := &built.Index{Images: map[v1.Hash]v1.Image{}, Indexes: map[v1.Hash]v1.ImageIndex{}}
 	newIM := v1.IndexManifest{
 		SchemaVersion: 2,
 		MediaType:     types.OCIImageIndex,
@@ -290,8 +291,8 @@ func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (
 			if err != nil {
 				return nil, err
 			}
-			bx.indexes[nd.Digest] = out
-			newIM.Manifests = append(newIM.Manifests, withDesc(desc, *nd))
+			bx.Indexes[nd.Digest] = out
+			newIM.Manifests = append(newIM.Manifests, built.Entry(desc, *nd))
 		case desc.MediaType.IsImage():
 			child, err := idx.Image(desc.Digest)
 			if err != nil {
@@ -315,24 +316,18 @@ func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (
 			if err != nil {
 				return nil, err
 			}
-			bx.images[nd.Digest] = out
-			newIM.Manifests = append(newIM.Manifests, withDesc(desc, *nd))
+			bx.Images[nd.Digest] = out
+			newIM.Manifests = append(newIM.Manifests, built.Entry(desc, *nd))
 			res.Images = append(res.Images, r...)
 		default:
 			return nil, fmt.Errorf("index entry %s has media type %q, which is neither an image nor an index: %w", desc.Digest, desc.MediaType, ErrNotImage)
 		}
 	}
 	var err2 error
-	if bx.manifest, err2 = json.Marshal(&newIM); err2 != nil {
+	if bx.Manifest, err2 = json.Marshal(&newIM); err2 != nil {
 		return nil, err2
 	}
 	return bx, nil
-}
-
-// withDesc keeps an index entry's platform and annotations but points it at
-// the converted manifest.
-func withDesc(old, nd v1.Descriptor) v1.Descriptor {
-	return v1.Descriptor{MediaType: nd.MediaType, Size: nd.Size, Digest: nd.Digest, Platform: old.Platform, Annotations: old.Annotations}
 }
 
 // isAttestation matches BuildKit's attestation manifests, which reference the
@@ -373,56 +368,6 @@ func CheckPlatform(img v1.Image, p v1.Platform) error {
 		return fmt.Errorf("the image is for %s, not %s: %w", have.String(), p.String(), ErrNoPlatform)
 	}
 	return nil
-}
-
-// builtImage is a converted image: new manifest and config, layers by digest.
-type builtImage struct {
-	manifest, config []byte
-	layers           map[v1.Hash]v1.Layer
-}
-
-func (b *builtImage) RawConfigFile() ([]byte, error)      { return b.config, nil }
-func (b *builtImage) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
-func (b *builtImage) RawManifest() ([]byte, error)        { return b.manifest, nil }
-func (b *builtImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
-	if l, ok := b.layers[h]; ok {
-		return l, nil
-	}
-	return nil, fmt.Errorf("no layer %s in the converted image", h)
-}
-
-// builtIndex is a converted index.
-type builtIndex struct {
-	manifest []byte
-	images   map[v1.Hash]v1.Image
-	indexes  map[v1.Hash]v1.ImageIndex
-}
-
-var _ v1.ImageIndex = (*builtIndex)(nil)
-
-func (b *builtIndex) MediaType() (types.MediaType, error) { return types.OCIImageIndex, nil }
-func (b *builtIndex) Digest() (v1.Hash, error)            { return sha256Hash(b.manifest), nil }
-func (b *builtIndex) Size() (int64, error)                { return int64(len(b.manifest)), nil }
-func (b *builtIndex) RawManifest() ([]byte, error)        { return b.manifest, nil }
-func (b *builtIndex) IndexManifest() (*v1.IndexManifest, error) {
-	return v1.ParseIndexManifest(bytes.NewReader(b.manifest))
-}
-func (b *builtIndex) Image(h v1.Hash) (v1.Image, error) {
-	if img, ok := b.images[h]; ok {
-		return img, nil
-	}
-	return nil, fmt.Errorf("no image %s in the converted index", h)
-}
-func (b *builtIndex) ImageIndex(h v1.Hash) (v1.ImageIndex, error) {
-	if idx, ok := b.indexes[h]; ok {
-		return idx, nil
-	}
-	return nil, fmt.Errorf("no index %s in the converted index", h)
-}
-
-func sha256Hash(b []byte) v1.Hash {
-	h, _, _ := v1.SHA256(bytes.NewReader(b))
-	return h
 }
 
 // progressReader reports bytes read at most every 100 ms, and at the end.

@@ -19,6 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/lazydisk/lazydisk/internal/built"
 	"github.com/lazydisk/lazydisk/internal/validate"
 )
 
@@ -138,7 +139,7 @@ func TestImage(t *testing.T) {
 	}
 	// A wrong TOC annotation is not trusted: the layer is converted.
 	m.Layers[0].Annotations[AnnotationTOCDigest] = digest.FromString("wrong").String()
-	lied := &builtImage{manifest: mustJSON(t, m), config: mustRaw(t, out.RawConfigFile), layers: map[v1.Hash]v1.Layer{m.Layers[0].Digest: layers[0], m.Layers[1].Digest: layers[1]}}
+	lied := &built.Image{Manifest: mustJSON(t, m), Config: mustRaw(t, out.RawConfigFile), Layers: map[v1.Hash]v1.Layer{m.Layers[0].Digest: layers[0], m.Layers[1].Digest: layers[1]}}
 	fixed, err := Image(ctx, mustImage(t, lied), WithChunkSize(testChunk))
 	if err != nil {
 		t.Fatal(err)
@@ -199,8 +200,8 @@ func TestImageCorruptLayer(t *testing.T) {
 	// A registry serving other bytes than the manifest names.
 	img := testImage(t, good)
 	m, _ := img.Manifest()
-	lying := &builtImage{manifest: mustJSON(t, m), config: mustRaw(t, img.RawConfigFile),
-		layers: map[v1.Hash]v1.Layer{m.Layers[0].Digest: static.NewLayer(flipped, types.DockerLayer)}}
+	lying := &built.Image{Manifest: mustJSON(t, m), Config: mustRaw(t, img.RawConfigFile),
+		Layers: map[v1.Hash]v1.Layer{m.Layers[0].Digest: static.NewLayer(flipped, types.DockerLayer)}}
 	if _, err := Image(ctx, mustImage(t, lying), WithChunkSize(testChunk)); !errors.Is(err, ErrCorruptLayer) {
 		t.Errorf("digest mismatch: got %v, want ErrCorruptLayer", err)
 	}
@@ -290,9 +291,9 @@ func mustRaw(t testing.TB, f func() ([]byte, error)) []byte {
 	return b
 }
 
-func mustImage(t testing.TB, b *builtImage) v1.Image {
+func mustImage(t testing.TB, b *built.Image) v1.Image {
 	t.Helper()
-	img, err := partialImage(b)
+	img, err := b.V1()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -309,8 +310,6 @@ func mustDigest(t testing.TB, img v1.Image) v1.Hash {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
-
-func partialImage(b *builtImage) (v1.Image, error) { return partial.CompressedToImage(b) }
 
 // pendingLayer is an uncompressed layer whose digest costs a full pass until
 // it has been read once, like a disk: source. passes counts full passes.
@@ -371,7 +370,7 @@ func (i pendingImage) Manifest() (*v1.Manifest, error) {
 	}
 	n, _ := i.l.Size()
 	return &v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1,
-		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(cfg)), Digest: sha256Hash(cfg)},
+		Config: v1.Descriptor{MediaType: types.OCIConfigJSON, Size: int64(len(cfg)), Digest: built.SHA256(cfg)},
 		Layers: []v1.Descriptor{{MediaType: types.OCIUncompressedLayer, Size: n, Digest: d}}}, nil
 }
 func (i pendingImage) RawManifest() ([]byte, error)            { return partial.RawManifest(i) }

@@ -80,6 +80,10 @@ type Index struct {
 	DataEnd int64
 	// TOCOffset and TOCSize locate the compressed TOC in the blob.
 	TOCOffset, TOCSize int64
+	// TOCUncompressed is the length of the uncompressed TOC.
+	TOCUncompressed int64
+	// TarSplit locates zstd:chunked's tar-split, when the footer was read.
+	TarSplit *Position
 	// Files lists the TOC's entries in order, chunks folded into their file.
 	Files  []File
 	byName map[string]int
@@ -251,7 +255,11 @@ func readTail(ra io.ReaderAt, size, tail int64) (*Index, error) {
 	}
 	if tail >= zstdFooterFrameSize {
 		if f, ok := zstdFooter(buf[tail-zstdFooterFrameSize:]); ok {
-			return readZstdSection(section, size, Position{Offset: int64(f.Offset), Compressed: int64(f.LengthCompressed), Uncompressed: int64(f.LengthUncompressed)}, FormatZstdChunked)
+			ix, err := readZstdSection(section, size, Position{Offset: int64(f.Offset), Compressed: int64(f.LengthCompressed), Uncompressed: int64(f.LengthUncompressed)}, FormatZstdChunked)
+			if err == nil {
+				ix.TarSplit = &Position{Offset: int64(f.OffsetTarSplit), Compressed: int64(f.LengthCompressedTarSplit), Uncompressed: int64(f.LengthUncompressedTarSplit)}
+			}
+			return ix, err
 		}
 	}
 	if tail >= legacyZstdFooterFrameSize {
@@ -347,7 +355,7 @@ func readZstdSection(section func(off, n int64) ([]byte, error), size int64, pos
 	}
 	// The TOC frame ends where the data ends: at the skippable frame's header.
 	ix := &Index{Format: f, Digest: digest.Canonical.FromBytes(payload), TOCOffset: pos.Offset, TOCSize: pos.Compressed,
-		DataEnd: pos.Offset - SkippableFrameHeaderSize}
+		TOCUncompressed: int64(len(raw)), DataEnd: pos.Offset - SkippableFrameHeaderSize}
 	if err := ix.addZstdEntries(t.Entries); err != nil {
 		return nil, err
 	}
