@@ -103,7 +103,7 @@ func ReadEStargz(ra io.ReaderAt, size, tail int64) (*EStargz, error) {
 	}
 	tail = min(max(tail, EStargzFooterSize), size)
 	buf := make([]byte, tail)
-	if _, err := ra.ReadAt(buf, size-tail); err != nil && !errors.Is(err, io.EOF) {
+	if err := readFull(ra, buf, size-tail); err != nil {
 		return nil, fmt.Errorf("reading footer: %w", err)
 	}
 	off, err := ParseEStargzFooter(buf[tail-EStargzFooterSize:])
@@ -122,7 +122,7 @@ func ReadEStargz(ra io.ReaderAt, size, tail int64) (*EStargz, error) {
 		member = buf[off-start : tail-EStargzFooterSize]
 	} else {
 		member = make([]byte, end-off)
-		if _, err := ra.ReadAt(member, off); err != nil && !errors.Is(err, io.EOF) {
+		if err := readFull(ra, member, off); err != nil {
 			return nil, fmt.Errorf("reading TOC: %w", err)
 		}
 	}

@@ -232,7 +232,7 @@ func readTail(ra io.ReaderAt, size, tail int64) (*Index, error) {
 	}
 	tail = min(max(tail, zstdFooterFrameSize), size)
 	buf := make([]byte, tail)
-	if _, err := ra.ReadAt(buf, size-tail); err != nil && !errors.Is(err, io.EOF) {
+	if err := readFull(ra, buf, size-tail); err != nil {
 		return nil, fmt.Errorf("reading the end of the blob: %w", err)
 	}
 	start := size - tail
@@ -248,7 +248,7 @@ func readTail(ra io.ReaderAt, size, tail int64) (*Index, error) {
 			return buf[off-start : off-start+n], nil
 		}
 		b := make([]byte, n)
-		if _, err := ra.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		if err := readFull(ra, b, off); err != nil {
 			return nil, fmt.Errorf("reading the TOC: %w", err)
 		}
 		return b, nil
@@ -321,7 +321,7 @@ func readZstdAt(ra io.ReaderAt, size int64, pos Position, f Format) (*Index, err
 			return nil, fmt.Errorf("%w: compressed TOC is %d bytes, over the %d MiB limit", ErrInvalid, n, MaxTOCSize>>20)
 		}
 		b := make([]byte, n)
-		if _, err := ra.ReadAt(b, off); err != nil && !errors.Is(err, io.EOF) {
+		if err := readFull(ra, b, off); err != nil {
 			return nil, fmt.Errorf("reading the TOC: %w", err)
 		}
 		return b, nil
@@ -575,6 +575,18 @@ func (ix *Index) finish(end func(f *File, i int) int64) error {
 		c.CompressedSize = e - c.CompressedOffset
 	}
 	return nil
+}
+
+// readFull reads len(b) bytes at off: io.EOF is fine only with all of them.
+func readFull(ra io.ReaderAt, b []byte, off int64) error {
+	n, err := ra.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("got %d of %d bytes at offset %d: %w", n, len(b), off, err)
 }
 
 func cleanName(name string) string {

@@ -11,6 +11,9 @@
 // registries (localhost, 127.0.0.0/8, ::1) or when Options.PlainHTTP is set.
 // Writes put every blob in place before the manifest or index that names it,
 // so an interrupted write never leaves a tag pointing at missing content.
+// Packages that make registry requests go-containerregistry has no API for
+// (range reads of blobs) get a client under the same policy from
+// Options.PullClient, and report failures with RegistryError.
 //
 // The package does not convert, compress or sign anything, pick a platform
 // out of an index, or log: it only resolves references to go-containerregistry

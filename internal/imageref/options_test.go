@@ -84,13 +84,16 @@ func TestHTTPSOnly(t *testing.T) {
 
 func TestRoundTripperInsecure(t *testing.T) {
 	t.Parallel()
-	rt, err := Options{Insecure: true}.roundTripper()
+	rt, owned, err := Options{Insecure: true}.roundTripper(false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ht, ok := rt.(*httpsOnly).next.(*http.Transport)
 	if !ok || ht.TLSClientConfig == nil || !ht.TLSClientConfig.InsecureSkipVerify {
 		t.Errorf("Insecure transport does not skip TLS verification")
+	}
+	if owned != ht {
+		t.Errorf("roundTripper returned %p as its own clone, but sends through %p", owned, ht)
 	}
 	if ht == remote.DefaultTransport {
 		t.Errorf("Insecure changed remote.DefaultTransport instead of a clone")
@@ -99,7 +102,89 @@ func TestRoundTripperInsecure(t *testing.T) {
 		t.Errorf("remote.DefaultTransport skips TLS verification")
 	}
 
-	if _, err := (Options{Insecure: true, Transport: &countingTransport{}}).roundTripper(); err == nil {
+	if _, _, err := (Options{Insecure: true, Transport: &countingTransport{}}).roundTripper(false); err == nil {
 		t.Errorf("Insecure with a non-*http.Transport: no error")
+	}
+}
+
+// TestRoundTripperPrivate checks which *http.Transport roundTripper clones,
+// so that a PullClient closes only connections nobody else uses.
+func TestRoundTripperPrivate(t *testing.T) {
+	t.Parallel()
+	own := &http.Transport{}
+	tests := []struct {
+		name      string
+		o         Options
+		private   bool
+		wantOwned bool
+	}{
+		{name: "shared default", wantOwned: false},
+		{name: "private default", private: true, wantOwned: true},
+		{name: "caller's transport", o: Options{Transport: own}, private: true, wantOwned: false},
+		{name: "caller's transport, insecure", o: Options{Transport: own, Insecure: true}, private: true, wantOwned: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			rt, owned, err := tt.o.roundTripper(tt.private)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := rt.(*httpsOnly).next
+			if (owned != nil) != tt.wantOwned {
+				t.Fatalf("owned = %v, want a clone: %t", owned, tt.wantOwned)
+			}
+			switch {
+			case owned != nil && next != owned:
+				t.Errorf("sends through %v, not the clone it returned", next)
+			case owned == nil && tt.o.Transport == nil && next != remote.DefaultTransport:
+				t.Errorf("sends through %v, want remote.DefaultTransport", next)
+			case owned == nil && tt.o.Transport != nil && next != tt.o.Transport:
+				t.Errorf("sends through %v, want the caller's transport", next)
+			case owned != nil && (owned == remote.DefaultTransport || owned == own):
+				t.Errorf("the owned transport is a shared one")
+			}
+		})
+	}
+}
+
+func TestCheckRedirect(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		from, to string
+		hops     int
+		ok       bool
+	}{
+		{from: "https://reg.example.com/v2/x", to: "https://storage.example.com/o?sig=1", ok: true},
+		{from: "http://127.0.0.1:5000/v2/x", to: "http://127.0.0.1:6000/o", ok: true},
+		{from: "http://127.0.0.1:5000/v2/x", to: "http://localhost:6000/o", ok: true},
+		{from: "https://reg.example.com/v2/x", to: "https://8.8.8.8/o", ok: true},
+		{from: "https://reg.example.com/v2/x", to: "http://169.254.169.254/latest/meta-data"},
+		{from: "https://reg.example.com/v2/x", to: "http://10.1.2.3/o"},
+		{from: "https://reg.example.com/v2/x", to: "http://127.0.0.1:8080/o"},
+		{from: "https://reg.example.com/v2/x", to: "http://[::1]/o"},
+		{from: "https://reg.example.com/v2/x", to: "http://[::ffff:192.168.1.1]/o"},
+		{from: "https://reg.example.com/v2/x", to: "http://0.0.0.0/o"},
+		{from: "https://reg.example.com/v2/x", to: "https://storage.example.com/o", hops: 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.to, func(t *testing.T) {
+			t.Parallel()
+			from, err := http.NewRequest(http.MethodGet, tt.from, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			to, err := http.NewRequest(http.MethodGet, tt.to, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			via := []*http.Request{from}
+			for range tt.hops - 1 {
+				via = append(via, to)
+			}
+			if err := checkRedirect(to, via); (err == nil) != tt.ok {
+				t.Errorf("checkRedirect(%s -> %s, %d hops) = %v, want allowed: %t", tt.from, tt.to, len(via), err, tt.ok)
+			}
+		})
 	}
 }

@@ -57,6 +57,17 @@ func writeRegistry(ctx context.Context, r Reference, a Artifact, o Options) erro
 // what happened and what to do, matching ErrUnauthorized or ErrNotFound where
 // it applies. The original error stays reachable with errors.As.
 func registryError(op string, r Reference, err error) error {
+	return RegistryError(op, r, "", err)
+}
+
+// RegistryError is how Read and Write report err, a failed request to the
+// registry of r (a *transport.Error from go-containerregistry, such as
+// transport.CheckError returns), for callers that make their own requests
+// with PullClient. op is "reading" or "writing"; what names the object
+// requested, such as "blob sha256:…", when it is not the one r names. The
+// error is one line that says what to do, matches ErrUnauthorized (401, 403)
+// or ErrNotFound (404), and wraps err.
+func RegistryError(op string, r Reference, what string, err error) error {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
 		return fmt.Errorf("%s %s: %w", op, r, err)
@@ -64,6 +75,10 @@ func registryError(op string, r Reference, err error) error {
 	reg := r.Name.Context().RegistryStr()
 	repo := r.Name.Context().RepositoryStr()
 	code := terr.StatusCode
+	check := "the digest"
+	if what == "" {
+		what, check = fmt.Sprintf("%q", r.Name.Identifier()), "the tag or digest"
+	}
 	switch {
 	case code == http.StatusUnauthorized || hasCode(terr, transport.UnauthorizedErrorCode):
 		return &failure{
@@ -79,8 +94,8 @@ func registryError(op string, r Reference, err error) error {
 		}
 	case code == http.StatusNotFound || hasCode(terr, transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode):
 		return &failure{
-			msg: fmt.Sprintf("%s %s: registry %s has no %q in repo %s (%d): check the repository name and the tag or digest",
-				op, r, reg, r.Name.Identifier(), repo, code),
+			msg: fmt.Sprintf("%s %s: registry %s has no %s in repo %s (%d): check the repository name and %s",
+				op, r, reg, what, repo, code, check),
 			wrapped: []error{ErrNotFound, err},
 		}
 	case code >= 500:

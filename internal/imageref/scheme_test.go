@@ -44,6 +44,7 @@ func TestSchemePolicy(t *testing.T) {
 		ref       string
 		plainHTTP bool
 		write     bool
+		pull      bool // PullClient instead of Read
 		want      []string
 		refused   bool // the error says plain HTTP was refused
 	}{
@@ -60,6 +61,10 @@ func TestSchemePolicy(t *testing.T) {
 		{ref: "registry.example.com/x:y", want: []string{"https"}},
 		{ref: "10.0.0.5:5000/x:y", plainHTTP: true, want: []string{"http", "https"}},
 		{ref: "registry.example.com/x:y", plainHTTP: true, want: []string{"http", "https"}},
+		{ref: "127.0.0.1:5000/x:y", pull: true, want: []string{"http", "https"}},
+		{ref: "10.0.0.5:5000/x:y", pull: true, want: []string{"https"}, refused: true},
+		{ref: "registry.example.com/x:y", pull: true, want: []string{"https"}},
+		{ref: "10.0.0.5:5000/x:y", pull: true, plainHTTP: true, want: []string{"http", "https"}},
 	}
 	for _, tt := range tests {
 		name := tt.ref
@@ -69,6 +74,9 @@ func TestSchemePolicy(t *testing.T) {
 		if tt.write {
 			name += " write"
 		}
+		if tt.pull {
+			name += " pull"
+		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			rec := &recorder{}
@@ -77,9 +85,12 @@ func TestSchemePolicy(t *testing.T) {
 			o.PlainHTTP = tt.plainHTTP
 			r := mustParse(t, tt.ref)
 			var err error
-			if tt.write {
+			switch {
+			case tt.write:
 				err = imageref.Write(t.Context(), r, imageref.Artifact{Image: randomImage(t)}, o)
-			} else {
+			case tt.pull:
+				_, err = o.PullClient(t.Context(), r)
+			default:
 				_, err = imageref.Read(t.Context(), r, o)
 			}
 			if err == nil {

@@ -1,0 +1,121 @@
+package toc_test
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/klauspost/compress/gzip"
+
+	"github.com/lazydisk/lazydisk/internal/blob"
+	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/toc"
+)
+
+// esgzWithTOC builds an eStargz blob whose TOC is the given JSON, after
+// 3 data members of 100 bytes each (at offsets 10, 110 and 210 of a
+// 10-byte prefix member).
+func esgzWithTOC(t *testing.T, tocJSON string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	b.Write(bytes.Repeat([]byte{0}, 310)) // stands for the data members
+	off := int64(b.Len())
+	var member bytes.Buffer
+	zw := gzip.NewWriter(&member)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "stargz.index.json", Size: int64(len(tocJSON))})
+	tw.Write([]byte(tocJSON))
+	tw.Close()
+	zw.Close()
+	b.Write(member.Bytes())
+	b.Write(toc.EStargzFooter(off))
+	return b.Bytes()
+}
+
+func TestReadMalformedTOC(t *testing.T) {
+	t.Parallel()
+	const chunkDigest = `"chunkDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"`
+	tests := map[string]string{
+		"invalid JSON":     `{"version":1,"entries":[{"name":"disk/x"`,
+		"dotdot":           `{"version":1,"entries":[{"name":"disk/../../etc/passwd","type":"reg","size":10,"offset":10,` + chunkDigest + `}]}`,
+		"dotdot hard link": `{"version":1,"entries":[{"name":"x","type":"hardlink","linkName":"../../etc/shadow"}]}`,
+		"overlapping chunks": `{"version":1,"entries":[{"name":"a","type":"reg","size":200,"offset":10,"chunkSize":100,` + chunkDigest + `},` +
+			`{"name":"a","type":"chunk","offset":110,"chunkOffset":50,"chunkSize":150,` + chunkDigest + `}]}`,
+		"chunks out of order": `{"version":1,"entries":[{"name":"a","type":"reg","size":200,"offset":110,"chunkSize":100,` + chunkDigest + `},` +
+			`{"name":"a","type":"chunk","offset":10,"chunkOffset":100,"chunkSize":100,` + chunkDigest + `}]}`,
+		"two chunks at one offset": `{"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":10,` + chunkDigest + `},` +
+			`{"name":"b","type":"reg","size":10,"offset":10,` + chunkDigest + `}]}`,
+		"chunks short of the size": `{"version":1,"entries":[{"name":"a","type":"reg","size":300,"offset":10,"chunkSize":100,` + chunkDigest + `}]}`,
+		"chunk past the data":      `{"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":900,` + chunkDigest + `}]}`,
+		"dangling chunk":           `{"version":1,"entries":[{"name":"a","type":"chunk","offset":10,"chunkSize":10}]}`,
+		"unknown type":             `{"version":1,"entries":[{"name":"a","type":"socket"}]}`,
+		"bad digest":               `{"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":10,"chunkDigest":"md5:xyz"}]}`,
+	}
+	for name, j := range tests {
+		b := esgzWithTOC(t, j)
+		if _, err := toc.Read(bytes.NewReader(b), int64(len(b)), nil); !errors.Is(err, toc.ErrInvalid) {
+			t.Errorf("%s: got %v, want ErrInvalid", name, err)
+		}
+	}
+	// The same frame with a sound TOC is accepted, so the cases above fail
+	// for their TOC alone.
+	ok := esgzWithTOC(t, `{"version":1,"entries":[{"name":"a","type":"reg","size":150,"offset":10,"chunkSize":100,`+chunkDigest+`},`+
+		`{"name":"a","type":"chunk","offset":110,"chunkOffset":100,"chunkSize":50,`+chunkDigest+`}]}`)
+	ix, err := toc.Read(bytes.NewReader(ok), int64(len(ok)), nil)
+	if err != nil {
+		t.Fatalf("sound TOC: %v", err)
+	}
+	if f, _ := ix.Lookup("a"); len(f.Chunks) != 2 || f.Chunks[1].CompressedSize != 200 {
+		t.Errorf("sound TOC read as %+v", f)
+	}
+}
+
+// TestReadFromRegistry reads each producer's blob through range requests
+// to a real registry on 127.0.0.1 and gets the same index as from memory
+// (which TestReadAgreesWithReferences checks against the references).
+func TestReadFromRegistry(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t)
+	for _, bc := range blobs(t) {
+		mt := types.OCILayer
+		if bc.format == toc.FormatZstdChunked {
+			mt = types.OCILayerZStd
+		}
+		img, err := mutate.Append(empty.Image, mutate.Addendum{Layer: static.NewLayer(bc.blob, mt), Annotations: bc.ann})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tag, _ := name.NewTag(reg.Host + "/toc/test:latest")
+		if err := remote.Write(tag, img); err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := imageref.Parse("docker://" + reg.Host + "/toc/test:latest")
+		m, _ := img.Manifest()
+		b, err := blob.Open(context.Background(), ref, m.Layers[0], imageref.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := toc.Read(b, b.Size(), m.Layers[0].Annotations)
+		b.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", bc.name, err)
+		}
+		want, _ := toc.Read(bytes.NewReader(bc.blob), int64(len(bc.blob)), bc.ann)
+		if !reflect.DeepEqual(got.Files, want.Files) || got.Digest != want.Digest {
+			t.Errorf("%s: the index read from the registry differs from the one read from memory", bc.name)
+		}
+		if st := b.Stats(); st.Requests != 1 {
+			t.Errorf("%s: %d range requests, want 1", bc.name, st.Requests)
+		}
+	}
+}
