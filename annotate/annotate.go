@@ -122,13 +122,7 @@ func rewrite(img v1.Image, m *v1.Manifest) (v1.Image, error) {
 	if m.Config.MediaType == types.DockerConfigJSON {
 		m.Config.MediaType = types.OCIConfigJSON
 	}
-	layers, err := img.Layers()
-	if err != nil {
-		return nil, err
-	}
-	bi := &built.Image{Layers: map[v1.Hash]v1.Layer{}}
-	for i, l := range layers {
-		bi.Layers[m.Layers[i].Digest] = l
+	for i := range m.Layers {
 		switch m.Layers[i].MediaType {
 		case types.DockerLayer:
 			m.Layers[i].MediaType = types.OCILayer
@@ -136,13 +130,7 @@ func rewrite(img v1.Image, m *v1.Manifest) (v1.Image, error) {
 			m.Layers[i].MediaType = types.OCIUncompressedLayer
 		}
 	}
-	if bi.Config, err = img.RawConfigFile(); err != nil {
-		return nil, err
-	}
-	if bi.Manifest, err = json.Marshal(m); err != nil {
-		return nil, err
-	}
-	return bi.V1()
+	return built.Rewrite(img, m)
 }
 
 // layer reads one layer's index and returns what its annotations should be.

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -78,16 +77,7 @@ func withAnnotations(t *testing.T, img v1.Image, i int, ann map[string]string) v
 	}
 	m = m.DeepCopy()
 	m.Layers[i].Annotations = ann
-	layers, _ := img.Layers()
-	bi := &built.Image{Layers: map[v1.Hash]v1.Layer{}}
-	for j, l := range layers {
-		bi.Layers[m.Layers[j].Digest] = l
-	}
-	bi.Config, _ = img.RawConfigFile()
-	if bi.Manifest, err = json.Marshal(m); err != nil {
-		t.Fatal(err)
-	}
-	out, err := bi.V1()
+	out, err := built.Rewrite(img, m)
 	if err != nil {
 		t.Fatal(err)
 	}

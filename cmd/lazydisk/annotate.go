@@ -68,16 +68,9 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	if o.format != "text" && o.format != "json" {
 		return usagef("--format must be text or json, not %q", o.format)
 	}
-	src, err := imageref.Parse(srcArg)
+	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
-		return usageError{err}
-	}
-	dst, err := imageref.Parse(dstArg)
-	if err != nil {
-		return usageError{err}
-	}
-	if err := dst.CheckWritable(); err != nil {
-		return usageError{err}
+		return err
 	}
 	if src.Transport != imageref.Docker && src.Transport != imageref.OCI {
 		return usagef("annotate reads registries and oci: layouts; %s is a %s: reference (convert it instead)", src, src.Transport)

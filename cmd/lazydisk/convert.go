@@ -127,16 +127,9 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
 		}
 	}
-	src, err := imageref.Parse(srcArg)
+	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
-		return usageError{err}
-	}
-	dst, err := imageref.Parse(dstArg)
-	if err != nil {
-		return usageError{err}
-	}
-	if err := dst.CheckWritable(); err != nil {
-		return usageError{err}
+		return err
 	}
 	opts := []convert.Option{
 		convert.WithFormat(format),

@@ -75,6 +75,21 @@ func exactArgs(n int) cobra.PositionalArgs {
 	}
 }
 
+// parseSrcDst parses a command's source and destination references and
+// checks that the destination can be written, before any work is done.
+func parseSrcDst(srcArg, dstArg string) (src, dst imageref.Reference, err error) {
+	if src, err = imageref.Parse(srcArg); err != nil {
+		return src, dst, usageError{err}
+	}
+	if dst, err = imageref.Parse(dstArg); err != nil {
+		return src, dst, usageError{err}
+	}
+	if err = dst.CheckWritable(); err != nil {
+		return src, dst, usageError{err}
+	}
+	return src, dst, nil
+}
+
 // completeRef suggests the reference transports for positional arguments.
 func completeRef(_ *cobra.Command, _ []string, toComplete string) ([]string, cobra.ShellCompDirective) {
 	if strings.Contains(toComplete, ":") {

@@ -139,17 +139,10 @@ func withoutLayerAnnotations(t *testing.T, img v1.Image) v1.Image {
 		t.Fatal(err)
 	}
 	m = m.DeepCopy()
-	layers, _ := img.Layers()
-	bi := &built.Image{Layers: map[v1.Hash]v1.Layer{}}
-	for i, l := range layers {
+	for i := range m.Layers {
 		m.Layers[i].Annotations = nil
-		bi.Layers[m.Layers[i].Digest] = l
 	}
-	bi.Config, _ = img.RawConfigFile()
-	if bi.Manifest, err = json.Marshal(m); err != nil {
-		t.Fatal(err)
-	}
-	out, err := bi.V1()
+	out, err := built.Rewrite(img, m)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ package built
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -32,6 +33,29 @@ func (c core) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("no layer %s in the image", h)
+}
+
+// Rewrite returns img with manifest m in place of its own: the same config
+// and layers, which m must list by the same digests. m is serialized as is.
+func Rewrite(img v1.Image, m *v1.Manifest) (v1.Image, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return nil, err
+	}
+	if len(layers) != len(m.Layers) {
+		return nil, fmt.Errorf("the new manifest lists %d layers, the image has %d", len(m.Layers), len(layers))
+	}
+	bi := &Image{Layers: make(map[v1.Hash]v1.Layer, len(layers))}
+	for i, l := range layers {
+		bi.Layers[m.Layers[i].Digest] = l
+	}
+	if bi.Config, err = img.RawConfigFile(); err != nil {
+		return nil, err
+	}
+	if bi.Manifest, err = json.Marshal(m); err != nil {
+		return nil, err
+	}
+	return bi.V1()
 }
 
 // Index is an OCI image index with its children by digest.

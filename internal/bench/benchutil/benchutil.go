@@ -96,3 +96,22 @@ func procField(path, key string) string {
 	}
 	return "unknown"
 }
+
+// HumanBytes formats a byte count in KiB or MiB with three significant
+// figures.
+func HumanBytes(n float64) string {
+	switch {
+	case n >= 100*MiB:
+		return fmt.Sprintf("%.0f MiB", n/MiB)
+	case n >= 10*MiB:
+		return fmt.Sprintf("%.1f MiB", n/MiB)
+	case n >= MiB:
+		return fmt.Sprintf("%.2f MiB", n/MiB)
+	case n >= 100*KiB:
+		return fmt.Sprintf("%.0f KiB", n/KiB)
+	case n >= 10*KiB:
+		return fmt.Sprintf("%.1f KiB", n/KiB)
+	default:
+		return fmt.Sprintf("%.2f KiB", n/KiB)
+	}
+}

@@ -326,9 +326,9 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 	for _, r := range results {
 		ms := float64(r.open) / float64(time.Millisecond)
 		fmt.Fprintf(w, "| %s | %s | %s | %.1f ms | %s | %s | %.0f ms | %s |\n",
-			benchutil.SizeName(r.chunkSize), humanBytes(float64(r.tocSize)), humanBytes(float64(r.tocJSON)), ms,
-			humanBytes(float64(r.tocSize)*scale), humanBytes(float64(r.tocJSON)*scale),
-			ms*scale, humanBytes(float64(r.openHeap)*scale))
+			benchutil.SizeName(r.chunkSize), benchutil.HumanBytes(float64(r.tocSize)), benchutil.HumanBytes(float64(r.tocJSON)), ms,
+			benchutil.HumanBytes(float64(r.tocSize)*scale), benchutil.HumanBytes(float64(r.tocJSON)*scale),
+			ms*scale, benchutil.HumanBytes(float64(r.openHeap)*scale))
 	}
 	fmt.Fprintln(w)
 
@@ -345,28 +345,9 @@ func printStudy(w io.Writer, disk string, diskSize int64, results []*chunkResult
 	for _, r := range results {
 		cells := []string{benchutil.SizeName(r.chunkSize)}
 		for _, rc := range r.reads {
-			cells = append(cells, humanBytes(rc.fetch), humanBytes(rc.gunzip), fmt.Sprintf("%.2f ms", float64(rc.cpu)/float64(time.Millisecond)))
+			cells = append(cells, benchutil.HumanBytes(rc.fetch), benchutil.HumanBytes(rc.gunzip), fmt.Sprintf("%.2f ms", float64(rc.cpu)/float64(time.Millisecond)))
 		}
 		fmt.Fprintf(w, "| %s |\n", strings.Join(cells, " | "))
 	}
 	fmt.Fprintln(w)
-}
-
-// humanBytes formats a byte count in KiB or MiB with three significant
-// figures.
-func humanBytes(n float64) string {
-	switch {
-	case n >= 100*benchutil.MiB:
-		return fmt.Sprintf("%.0f MiB", n/benchutil.MiB)
-	case n >= 10*benchutil.MiB:
-		return fmt.Sprintf("%.1f MiB", n/benchutil.MiB)
-	case n >= benchutil.MiB:
-		return fmt.Sprintf("%.2f MiB", n/benchutil.MiB)
-	case n >= 100*benchutil.KiB:
-		return fmt.Sprintf("%.0f KiB", n/benchutil.KiB)
-	case n >= 10*benchutil.KiB:
-		return fmt.Sprintf("%.1f KiB", n/benchutil.KiB)
-	default:
-		return fmt.Sprintf("%.2f KiB", n/benchutil.KiB)
-	}
 }

@@ -83,11 +83,11 @@ func printChunks(w io.Writer, d *disk, i int, results []*result, stream int64) {
 			mean = float64(dr.dataBytes) / float64(dr.dataChunks)
 		}
 		rows = append(rows, append(row(r),
-			benchutil.Commas(int64(dr.dataChunks)), benchutil.Commas(int64(dr.zeroChunks)), humanBytes(mean),
+			benchutil.Commas(int64(dr.dataChunks)), benchutil.Commas(int64(dr.zeroChunks)), benchutil.HumanBytes(mean),
 			fmt.Sprintf("%.1f", float64(dr.frames)/benchutil.MB), vs,
-			humanBytes(float64(dr.tocZstd)),
+			benchutil.HumanBytes(float64(dr.tocZstd)),
 			benchutil.Commas(int64(float64(dr.tocEntries)*scale)),
-			humanBytes(float64(dr.tocJSON)*scale), humanBytes(float64(dr.tocZstd)*scale),
+			benchutil.HumanBytes(float64(dr.tocJSON)*scale), benchutil.HumanBytes(float64(dr.tocZstd)*scale),
 			speedCell(r.speed[d.format])))
 	}
 	g := extrapolateTo / benchutil.GiB
@@ -107,7 +107,7 @@ func printReads(w io.Writer, d *disk, i int, results []*result) {
 	for _, r := range results {
 		cells := row(r)
 		for _, rc := range r.disks[i].reads {
-			cells = append(cells, humanBytes(rc.fetch), humanBytes(rc.decompress))
+			cells = append(cells, benchutil.HumanBytes(rc.fetch), benchutil.HumanBytes(rc.decompress))
 		}
 		rows = append(rows, cells)
 	}
