@@ -11,6 +11,8 @@ package annotate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +51,11 @@ type LayerResult struct {
 	// Set holds annotations added or corrected, Removed the keys dropped.
 	Set     map[string]string `json:"set,omitempty"`
 	Removed []string          `json:"removed,omitempty"`
-	Note    string            `json:"note,omitempty"`
+	// DiffID is the digest of the uncompressed layer, when a pass over
+	// the layer was needed (an eStargz layer without a valid
+	// uncompressed-size annotation).
+	DiffID string `json:"diffID,omitempty"`
+	Note   string `json:"note,omitempty"`
 }
 
 // Changed reports whether the layer's annotations change.
@@ -84,6 +90,10 @@ func Image(ctx context.Context, img v1.Image, open Opener) (v1.Image, *ImageResu
 		return nil, nil, err
 	}
 	res := &ImageResult{Source: src, Digest: src}
+	cfg, err := img.ConfigFile()
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading config: %w", err)
+	}
 	seekable := false
 	nm := *m
 	nm.Layers = append([]v1.Descriptor(nil), m.Layers...)
@@ -91,6 +101,9 @@ func Image(ctx context.Context, img v1.Image, open Opener) (v1.Image, *ImageResu
 		lr, ann, err := layer(ctx, open, i, d)
 		if err != nil {
 			return nil, nil, err
+		}
+		if lr.DiffID != "" && i < len(cfg.RootFS.DiffIDs) && cfg.RootFS.DiffIDs[i].String() != lr.DiffID {
+			lr.Note = fmt.Sprintf("the config's diff_id %s differs from the layer's %s: the image is inconsistent, convert it again", cfg.RootFS.DiffIDs[i], lr.DiffID)
 		}
 		seekable = seekable || lr.Seekable
 		res.Layers = append(res.Layers, lr)
@@ -163,11 +176,14 @@ func layer(ctx context.Context, open Opener, i int, d v1.Descriptor) (LayerResul
 		want[toc.AnnotationTOCDigest] = ix.Digest.String()
 		size := d.Annotations[toc.AnnotationUncompressedSize]
 		if _, err := strconv.ParseInt(size, 10, 64); err != nil || d.Annotations[toc.AnnotationTOCDigest] != ix.Digest.String() {
-			n, err := uncompressedSize(ctx, b)
+			n, diffID, err := uncompressed(ctx, b)
 			if err != nil {
 				return lr, nil, fmt.Errorf("layer %d (%s): %w", i, d.Digest, err)
 			}
-			size = strconv.FormatInt(n, 10)
+			size, lr.DiffID = strconv.FormatInt(n, 10), diffID
+			if _, ok := d.Annotations[annotationUncompressed]; ok {
+				want[annotationUncompressed] = diffID // BuildKit's DiffID annotation
+			}
 		}
 		want[toc.AnnotationUncompressedSize] = size
 		drop = []string{toc.AnnotationZstdChunkedManifestChecksum, toc.AnnotationZstdChunkedManifestPosition, toc.AnnotationZstdChunkedTarSplitPosition,
@@ -207,17 +223,22 @@ func layer(ctx context.Context, open Opener, i int, d v1.Descriptor) (LayerResul
 	return lr, ann, nil
 }
 
-// uncompressedSize decompresses the whole eStargz blob once to count it.
-func uncompressedSize(ctx context.Context, b Blob) (int64, error) {
+// annotationUncompressed is BuildKit's layer annotation for the DiffID.
+const annotationUncompressed = "containerd.io/uncompressed"
+
+// uncompressed decompresses the whole eStargz blob once, for its length
+// and its digest (the DiffID).
+func uncompressed(ctx context.Context, b Blob) (int64, string, error) {
 	zr, err := gzip.NewReader(io.NewSectionReader(b, 0, b.Size()))
 	if err != nil {
-		return 0, fmt.Errorf("decompressing to measure the uncompressed size: %w", err)
+		return 0, "", fmt.Errorf("decompressing to measure the uncompressed size: %w", err)
 	}
-	n, err := io.Copy(io.Discard, &ctxReader{ctx, zr})
+	h := sha256.New()
+	n, err := io.Copy(h, &ctxReader{ctx, zr})
 	if err != nil {
-		return 0, fmt.Errorf("decompressing to measure the uncompressed size: %w", err)
+		return 0, "", fmt.Errorf("decompressing to measure the uncompressed size: %w", err)
 	}
-	return n, nil
+	return n, "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }
 
 type ctxReader struct {

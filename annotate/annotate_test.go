@@ -123,6 +123,10 @@ func TestRestoresStripped(t *testing.T) {
 			if d, _ := out.Digest(); d != res.Digest {
 				t.Errorf("result digest %s, image %s", res.Digest, d)
 			}
+			cfg, _ := out.ConfigFile()
+			if f == convert.FormatEStargz && res.Layers[0].DiffID != cfg.RootFS.DiffIDs[0].String() {
+				t.Errorf("DiffID from the pass %q, config %s", res.Layers[0].DiffID, cfg.RootFS.DiffIDs[0])
+			}
 			// The result passes the same validators as a fresh conversion.
 			l, _ := out.Layers()
 			rc, _ := l[0].Compressed()

@@ -4,7 +4,9 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -117,5 +119,52 @@ func TestReadFromRegistry(t *testing.T) {
 		if st := b.Stats(); st.Requests != 1 {
 			t.Errorf("%s: %d range requests, want 1", bc.name, st.Requests)
 		}
+	}
+}
+
+// TestReadLegacyFormats recognises the older footers: CRFS stargz (47
+// bytes, no "SG" subfield) and zstd:chunked before containers/storage 1.44
+// (a 40-byte "GnUlInUx" footer).
+func TestReadLegacyFormats(t *testing.T) {
+	t.Parallel()
+	const chunkDigest = `"chunkDigest":"sha256:0000000000000000000000000000000000000000000000000000000000000000"`
+	esgz := esgzWithTOC(t, `{"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":10,`+chunkDigest+`}]}`)
+	tocOff, err := toc.ParseEStargzFooter(esgz[len(esgz)-toc.EStargzFooterSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := append([]byte(nil), esgz[:len(esgz)-toc.EStargzFooterSize]...)
+	legacy = append(legacy, 0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 22, 0)
+	legacy = append(legacy, fmt.Sprintf("%016xSTARGZ", tocOff)...)
+	legacy = append(legacy, 0x01, 0, 0, 0xff, 0xff, 0, 0, 0, 0, 0, 0, 0, 0)
+	ix, err := toc.Read(bytes.NewReader(legacy), int64(len(legacy)), nil)
+	if err != nil || ix.Format != toc.FormatStargz {
+		t.Fatalf("legacy stargz: %v, %+v", err, ix)
+	}
+
+	// A current zstd:chunked blob with its footer frame replaced by the
+	// legacy one.
+	zs := blobs(t)[2]
+	pos, _ := toc.ParseManifestPosition(zs.ann[toc.AnnotationZstdChunkedManifestPosition])
+	const footerFrame = toc.SkippableFrameHeaderSize + toc.ZstdChunkedFooterSize
+	old := append([]byte(nil), zs.blob[:len(zs.blob)-footerFrame]...)
+	payload := make([]byte, 40)
+	binary.LittleEndian.PutUint64(payload, uint64(pos.Offset))
+	binary.LittleEndian.PutUint64(payload[8:], uint64(pos.Compressed))
+	binary.LittleEndian.PutUint64(payload[16:], uint64(pos.Uncompressed))
+	binary.LittleEndian.PutUint64(payload[24:], toc.ManifestTypeCRFS)
+	copy(payload[32:], "GnUlInUx")
+	old = append(old, toc.SkippableFrame(payload)...)
+	ix, err = toc.Read(bytes.NewReader(old), int64(len(old)), nil)
+	if err != nil || ix.Format != toc.FormatZstdChunkedLegacy || ix.Digest.String() != zs.ann[toc.AnnotationZstdChunkedManifestChecksum] {
+		t.Fatalf("legacy zstd:chunked: %v, %+v", err, ix)
+	}
+	// And by its legacy annotations.
+	ann := map[string]string{
+		toc.LegacyAnnotationZstdChunkedManifestChecksum: zs.ann[toc.AnnotationZstdChunkedManifestChecksum],
+		toc.LegacyAnnotationZstdChunkedManifestPosition: zs.ann[toc.AnnotationZstdChunkedManifestPosition],
+	}
+	if ix, err = toc.Read(bytes.NewReader(old), int64(len(old)), ann); err != nil || ix.Format != toc.FormatZstdChunkedLegacy {
+		t.Fatalf("legacy zstd:chunked by annotation: %v", err)
 	}
 }
