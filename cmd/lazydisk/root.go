@@ -51,10 +51,10 @@ in an OCI image) into seekable eStargz or zstd:chunked layers, so that a reader
 can fetch only the chunks of the disk it needs instead of the whole multi-GB layer.
 
 Image references:
-  docker://HOST/REPO:TAG   a registry image (also HOST/REPO@sha256:...; "docker://" is optional)
-  oci:DIR[:TAG]            an OCI image layout directory
-  docker-archive:FILE[:REF] a "docker save" tarball (source only)
-  disk:PATH                a local qcow2/raw file, packaged as a containerDisk (source only)`,
+  docker://HOST/REPO:TAG     a registry image (also HOST/REPO@sha256:...; "docker://" is optional)
+  oci:DIR[:TAG]              an OCI image layout directory
+  docker-archive:FILE[:REF]  a "docker save" tarball (source only)
+  disk:PATH                  a local qcow2/raw file, packaged as a containerDisk (source only)`,
 		SilenceUsage:      true,
 		SilenceErrors:     true,
 		DisableAutoGenTag: true,

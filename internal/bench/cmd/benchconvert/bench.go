@@ -203,38 +203,10 @@ func runBuild(ctx context.Context, tarPath, outPath string) (*conversion, digest
 // runOurs converts the tar with convert.WriteEStargz's defaults, or with
 // chunkSize if it is not 0, into outPath.
 func runOurs(ctx context.Context, tarPath, outPath string, chunkSize int) (*conversion, *convert.Blob, error) {
-	settings := "defaults"
-	var opts []convert.Option
-	if chunkSize != 0 {
-		settings = "-chunk-size"
-		opts = append(opts, convert.WithChunkSize(chunkSize))
-	} else {
-		chunkSize = convert.DefaultChunkSize
-	}
-	in, err := os.Open(tarPath)
+	w, err := timedWrite(ctx, tarPath, outPath, chunkSize, "convert.WriteEStargz", convert.WriteEStargz)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	out, err := os.Create(outPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer out.Close()
-
-	start := time.Now()
-	blob, err := convert.WriteEStargz(ctx, out, in, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("convert.WriteEStargz: %w", err)
-	}
-	if err := out.Close(); err != nil {
-		return nil, nil, fmt.Errorf("writing %s: %w", outPath, err)
-	}
-	wall := time.Since(start)
 	toc, err := readTOC(outPath)
 	if err != nil {
 		return nil, nil, err
@@ -242,12 +214,58 @@ func runOurs(ctx context.Context, tarPath, outPath string, chunkSize int) (*conv
 	return &conversion{
 		name: "convert.WriteEStargz",
 		settings: fmt.Sprintf("%s: gzip %d, %s chunks, %d workers",
-			settings, convert.DefaultGzipLevel, benchutil.SizeName(chunkSize), runtime.GOMAXPROCS(0)),
-		in:   fi.Size(),
-		wall: wall,
-		out:  blob.Size,
+			w.settings, convert.DefaultGzipLevel, benchutil.SizeName(w.chunkSize), runtime.GOMAXPROCS(0)),
+		in:   w.in,
+		wall: w.wall,
+		out:  w.blob.Size,
 		toc:  toc,
-	}, blob, nil
+	}, w.blob, nil
+}
+
+// timed is one timed run of one of our writers.
+type timed struct {
+	blob      *convert.Blob
+	in        int64
+	wall      time.Duration
+	settings  string // "defaults" or "-chunk-size"
+	chunkSize int
+}
+
+// timedWrite runs write on the tar at tarPath into outPath and times it,
+// from opening the input to closing the output. chunkSize 0 means the
+// writer's default.
+func timedWrite(ctx context.Context, tarPath, outPath string, chunkSize int, name string,
+	write func(context.Context, io.Writer, io.Reader, ...convert.Option) (*convert.Blob, error)) (*timed, error) {
+	t := &timed{settings: "defaults", chunkSize: convert.DefaultChunkSize}
+	var opts []convert.Option
+	if chunkSize != 0 {
+		t.settings, t.chunkSize = "-chunk-size", chunkSize
+		opts = append(opts, convert.WithChunkSize(chunkSize))
+	}
+	in, err := os.Open(tarPath)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	fi, err := in.Stat()
+	if err != nil {
+		return nil, err
+	}
+	t.in = fi.Size()
+	out, err := os.Create(outPath)
+	if err != nil {
+		return nil, err
+	}
+	defer out.Close()
+	start := time.Now()
+	if t.blob, err = write(ctx, out, in, opts...); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := out.Close(); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", outPath, err)
+	}
+	t.wall = time.Since(start)
+	return t, nil
 }
 
 // checkTOC opens the blob with the reference reader and verifies its TOC

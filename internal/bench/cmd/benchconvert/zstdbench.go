@@ -190,42 +190,16 @@ func runCStorageZstd(tarPath, outPath string, level *int) (*zstdRun, error) {
 // runOursZstd converts the tar with convert.WriteZstdChunked's defaults,
 // or with chunkSize if it is not 0.
 func runOursZstd(ctx context.Context, tarPath, outPath string, chunkSize int) (*zstdRun, *convert.Blob, error) {
-	var opts []convert.Option
-	settings := "defaults"
-	if chunkSize != 0 {
-		settings = "-chunk-size"
-		opts = append(opts, convert.WithChunkSize(chunkSize))
-	} else {
-		chunkSize = convert.DefaultChunkSize
-	}
-	in, err := os.Open(tarPath)
+	w, err := timedWrite(ctx, tarPath, outPath, chunkSize, "convert.WriteZstdChunked", convert.WriteZstdChunked)
 	if err != nil {
 		return nil, nil, err
 	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
+	r := &zstdRun{name: "convert.WriteZstdChunked", in: w.in, out: w.blob.Size, wall: w.wall,
+		settings: fmt.Sprintf("%s: level %d, %s chunks, %d workers", w.settings, convert.DefaultZstdLevel, benchutil.SizeName(w.chunkSize), runtime.GOMAXPROCS(0))}
+	if err := r.setTOC(w.blob.Annotations); err != nil {
 		return nil, nil, err
 	}
-	out, err := os.Create(outPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer out.Close()
-	start := time.Now()
-	blob, err := convert.WriteZstdChunked(ctx, out, in, opts...)
-	if err != nil {
-		return nil, nil, fmt.Errorf("convert.WriteZstdChunked: %w", err)
-	}
-	if err := out.Close(); err != nil {
-		return nil, nil, err
-	}
-	r := &zstdRun{name: "convert.WriteZstdChunked", in: fi.Size(), out: blob.Size, wall: time.Since(start),
-		settings: fmt.Sprintf("%s: level %d, %s chunks, %d workers", settings, convert.DefaultZstdLevel, benchutil.SizeName(chunkSize), runtime.GOMAXPROCS(0))}
-	if err := r.setTOC(blob.Annotations); err != nil {
-		return nil, nil, err
-	}
-	return r, blob, nil
+	return r, w.blob, nil
 }
 
 // setTOC takes the TOC sizes from the manifest-position annotation.
