@@ -13,9 +13,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/storage/pkg/chunked/compressor"
 
 	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/internal/zstdfixture"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -95,16 +95,11 @@ func blobs(t *testing.T) []blobCase {
 		out = append(out, blobCase{f.name, b.Bytes(), res.Annotations, f.fmt})
 	}
 
-	var zb bytes.Buffer
-	ann := map[string]string{}
-	level := 3
-	zw, err := compressor.ZstdCompressor(&zb, ann, &level)
+	zb, ann, err := zstdfixture.CStorage(src, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	zw.Write(src)
-	zw.Close()
-	out = append(out, blobCase{"compressor.ZstdCompressor", zb.Bytes(), ann, toc.FormatZstdChunked})
+	out = append(out, blobCase{"compressor.ZstdCompressor", zb, ann, toc.FormatZstdChunked})
 	return out
 }
 

@@ -133,15 +133,7 @@ func checkDiskImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 	}
 	found := false
 	for i, desc := range m.Layers {
-		rc, err := layers[i].Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		blob, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		blob := compressedBlob(t, layers[i])
 		rep, err := validate.EStargz(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))),
 			digest.Digest(desc.Annotations[convert.AnnotationTOCDigest]))
 		if err != nil {
@@ -162,6 +154,21 @@ func checkDiskImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 	if !found {
 		t.Errorf("no disk/%s in the image", diskName)
 	}
+}
+
+// compressedBlob reads a layer's blob.
+func compressedBlob(t *testing.T, l v1.Layer) []byte {
+	t.Helper()
+	rc, err := l.Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // checkDiskFile walks the uncompressed layer i and checks disk/<diskName>:
@@ -350,8 +357,7 @@ func TestConvertBadInput(t *testing.T) {
 
 	// An image whose layer is a truncated gzip stream.
 	l, _ := good.Layers()
-	blob, _ := l[0].Compressed()
-	b, _ := io.ReadAll(blob)
+	b := compressedBlob(t, l[0])
 	truncated, _ := mutate.AppendLayers(empty.Image, static.NewLayer(b[:len(b)/2], types.DockerLayer))
 	pushImage(t, reg.Host+"/vm/truncated:1", truncated)
 	pushImage(t, reg.Host+"/vm/ok:1", good)
@@ -498,15 +504,7 @@ func checkZstdImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 		if _, ok := desc.Annotations[convert.AnnotationTOCDigest]; ok {
 			t.Errorf("layer %d carries the eStargz TOC annotation too", i)
 		}
-		rc, err := layers[i].Compressed()
-		if err != nil {
-			t.Fatal(err)
-		}
-		blob, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		blob := compressedBlob(t, layers[i])
 		rep, err := validate.ZstdChunked(context.Background(), io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob))), desc.Annotations)
 		if err != nil {
 			t.Fatalf("layer %d fails the zstd:chunked validator: %v", i, err)
@@ -514,7 +512,7 @@ func checkZstdImage(t *testing.T, img v1.Image, diskName, wantSHA string) {
 		if rep.DiffID.String() != cfg.RootFS.DiffIDs[i].String() {
 			t.Errorf("layer %d: diff_id %s, actual %s", i, cfg.RootFS.DiffIDs[i], rep.DiffID)
 		}
-		rc, err = layers[i].Uncompressed()
+		rc, err := layers[i].Uncompressed()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,80 +3,37 @@ package cstoragetest
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"maps"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/internal/validate"
+	"github.com/lazydisk/lazydisk/internal/zstdfixture"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
 // readTOC decodes the TOC of a blob written by containers/storage.
 func readTOC(t *testing.T, blob []byte, ann map[string]string) (toc.Position, *toc.ZstdChunkedTOC) {
 	t.Helper()
-	pos, err := toc.ParseManifestPosition(ann[toc.AnnotationZstdChunkedManifestPosition])
+	pos, tc, err := zstdfixture.TOC(blob, ann)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := zstd.NewReader(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	js, err := dec.DecodeAll(blob[pos.Offset:pos.Offset+pos.Compressed], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tc toc.ZstdChunkedTOC
-	if err := json.Unmarshal(js, &tc); err != nil {
-		t.Fatal(err)
-	}
-	return pos, &tc
+	return pos, tc
 }
 
 // resign replaces the blob's TOC with edit's version of it and rewrites the
 // trailer and annotations to match, as a writer with that bug would.
 func resign(t *testing.T, blob []byte, ann map[string]string, edit func(*toc.ZstdChunkedTOC)) ([]byte, map[string]string) {
 	t.Helper()
-	pos, tc := readTOC(t, blob, ann)
-	edit(tc)
-	js, err := json.Marshal(tc)
+	out, ann, err := zstdfixture.Resign(blob, ann, edit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ztoc := enc.EncodeAll(js, nil)
-	ts, err := toc.ParseTarSplitPosition(ann[toc.AnnotationZstdChunkedTarSplitPosition])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := bytes.Clone(blob[:pos.Offset-toc.SkippableFrameHeaderSize])
-	newTOC := toc.Position{Offset: int64(len(out)) + toc.SkippableFrameHeaderSize, Compressed: int64(len(ztoc)), Uncompressed: int64(len(js))}
-	out = append(out, toc.SkippableFrame(ztoc)...)
-	newTS := toc.Position{Offset: int64(len(out)) + toc.SkippableFrameHeaderSize, Compressed: ts.Compressed, Uncompressed: ts.Uncompressed}
-	out = append(out, toc.SkippableFrame(blob[ts.Offset:ts.Offset+ts.Compressed])...)
-	footer, err := toc.ZstdChunkedFooter{
-		Offset: uint64(newTOC.Offset), LengthCompressed: uint64(newTOC.Compressed), LengthUncompressed: uint64(newTOC.Uncompressed),
-		ManifestType:   toc.ManifestTypeCRFS,
-		OffsetTarSplit: uint64(newTS.Offset), LengthCompressedTarSplit: uint64(newTS.Compressed), LengthUncompressedTarSplit: uint64(newTS.Uncompressed),
-	}.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out = append(out, toc.SkippableFrame(footer)...)
-	return out, map[string]string{
-		toc.AnnotationZstdChunkedManifestChecksum: digest.Canonical.FromBytes(ztoc).String(),
-		toc.AnnotationZstdChunkedManifestPosition: newTOC.String() + ":1",
-		toc.AnnotationZstdChunkedTarSplitPosition: newTS.String(),
-	}
+	return out, ann
 }
 
 // Outcomes of a partial pull by containers/storage.

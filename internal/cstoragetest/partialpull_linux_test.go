@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/storage/pkg/chunked/compressor"
 
+	"github.com/lazydisk/lazydisk/internal/zstdfixture"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -65,20 +65,11 @@ func layerTar(t *testing.T) []byte {
 // zstdChunked compresses tarb with containers/storage's writer at level 3.
 func zstdChunked(t *testing.T, tarb []byte) ([]byte, map[string]string) {
 	t.Helper()
-	var blob bytes.Buffer
-	ann := map[string]string{}
-	level := 3
-	w, err := compressor.ZstdCompressor(&blob, ann, &level)
+	blob, ann, err := zstdfixture.CStorage(tarb, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := w.Write(tarb); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return blob.Bytes(), ann
+	return blob, ann
 }
 
 // TestMain fails the run if a store is still mounted when the tests are

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"maps"
@@ -16,8 +15,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
-	"go.podman.io/storage/pkg/chunked/compressor"
 
+	"github.com/lazydisk/lazydisk/internal/zstdfixture"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -99,23 +98,12 @@ func zstdChunkedFixture(t *testing.T) zcFixture {
 			zcFixtureErr = err
 			return
 		}
-		var blob bytes.Buffer
-		ann := map[string]string{}
-		level := 3
-		w, err := compressor.ZstdCompressor(&blob, ann, &level)
+		blob, ann, err := zstdfixture.CStorage(tarb, 3)
 		if err != nil {
 			zcFixtureErr = err
 			return
 		}
-		if _, err := w.Write(tarb); err != nil {
-			zcFixtureErr = err
-			return
-		}
-		if err := w.Close(); err != nil {
-			zcFixtureErr = err
-			return
-		}
-		zcFixtureVal = zcFixture{tar: tarb, blob: blob.Bytes(), annotations: ann}
+		zcFixtureVal = zcFixture{tar: tarb, blob: blob, annotations: ann}
 	})
 	if zcFixtureErr != nil {
 		t.Fatal(zcFixtureErr)
@@ -130,24 +118,11 @@ func sectionOf(b []byte) *io.SectionReader {
 // fixtureTOC decodes the fixture's TOC with plain encoding/json.
 func fixtureTOC(t *testing.T, f zcFixture) (toc.Position, *toc.ZstdChunkedTOC) {
 	t.Helper()
-	pos, err := toc.ParseManifestPosition(f.annotations[toc.AnnotationZstdChunkedManifestPosition])
+	pos, tc, err := zstdfixture.TOC(f.blob, f.annotations)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec, err := zstd.NewReader(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	js, err := dec.DecodeAll(f.blob[pos.Offset:pos.Offset+pos.Compressed], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tc toc.ZstdChunkedTOC
-	if err := json.Unmarshal(js, &tc); err != nil {
-		t.Fatal(err)
-	}
-	return pos, &tc
+	return pos, tc
 }
 
 func TestZstdChunkedAcceptsReferenceWriter(t *testing.T) {
@@ -189,40 +164,9 @@ func TestZstdChunkedAcceptsReferenceWriter(t *testing.T) {
 // the trailer and annotations to match, so that only the edit is wrong.
 func resign(t *testing.T, f zcFixture, edit func(*toc.ZstdChunkedTOC)) ([]byte, map[string]string) {
 	t.Helper()
-	pos, tc := fixtureTOC(t, f)
-	edit(tc)
-	js, err := json.Marshal(tc)
+	blob, ann, err := zstdfixture.Resign(f.blob, f.annotations, edit)
 	if err != nil {
 		t.Fatal(err)
-	}
-	enc, err := zstd.NewWriter(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ztoc := enc.EncodeAll(js, nil)
-	ts, err := toc.ParseTarSplitPosition(f.annotations[toc.AnnotationZstdChunkedTarSplitPosition])
-	if err != nil {
-		t.Fatal(err)
-	}
-	dataEnd := pos.Offset - toc.SkippableFrameHeaderSize
-	blob := append([]byte(nil), f.blob[:dataEnd]...)
-	newTOC := toc.Position{Offset: dataEnd + toc.SkippableFrameHeaderSize, Compressed: int64(len(ztoc)), Uncompressed: int64(len(js))}
-	blob = append(blob, toc.SkippableFrame(ztoc)...)
-	newTS := toc.Position{Offset: int64(len(blob)) + toc.SkippableFrameHeaderSize, Compressed: ts.Compressed, Uncompressed: ts.Uncompressed}
-	blob = append(blob, toc.SkippableFrame(f.blob[ts.Offset:ts.Offset+ts.Compressed])...)
-	footer, err := toc.ZstdChunkedFooter{
-		Offset: uint64(newTOC.Offset), LengthCompressed: uint64(newTOC.Compressed), LengthUncompressed: uint64(newTOC.Uncompressed),
-		ManifestType:   toc.ManifestTypeCRFS,
-		OffsetTarSplit: uint64(newTS.Offset), LengthCompressedTarSplit: uint64(newTS.Compressed), LengthUncompressedTarSplit: uint64(newTS.Uncompressed),
-	}.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	blob = append(blob, toc.SkippableFrame(footer)...)
-	ann := map[string]string{
-		toc.AnnotationZstdChunkedManifestChecksum: digest.Canonical.FromBytes(ztoc).String(),
-		toc.AnnotationZstdChunkedManifestPosition: newTOC.String() + ":1",
-		toc.AnnotationZstdChunkedTarSplitPosition: newTS.String(),
 	}
 	return blob, ann
 }
@@ -510,20 +454,11 @@ func TestZstdChunkedAcceptsReferenceWriterEdgeCases(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			var blob bytes.Buffer
-			ann := map[string]string{}
-			level := 3
-			w, err := compressor.ZstdCompressor(&blob, ann, &level)
+			blob, ann, err := zstdfixture.CStorage(tt.tar, 3)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := w.Write(tt.tar); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			rep, err := ZstdChunked(context.Background(), sectionOf(blob.Bytes()), ann)
+			rep, err := ZstdChunked(context.Background(), sectionOf(blob), ann)
 			if err != nil {
 				t.Fatalf("ZstdChunked: %v", err)
 			}
@@ -564,23 +499,14 @@ func BenchmarkZstdChunked(b *testing.B) {
 	if err := tw.Close(); err != nil {
 		b.Fatal(err)
 	}
-	var blob bytes.Buffer
-	ann := map[string]string{}
-	level := 3
-	w, err := compressor.ZstdCompressor(&blob, ann, &level)
+	blob, ann, err := zstdfixture.CStorage(tarb.Bytes(), 3)
 	if err != nil {
-		b.Fatal(err)
-	}
-	if _, err := w.Write(tarb.Bytes()); err != nil {
-		b.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(tarb.Len()))
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := ZstdChunked(context.Background(), sectionOf(blob.Bytes()), ann); err != nil {
+		if _, err := ZstdChunked(context.Background(), sectionOf(blob), ann); err != nil {
 			b.Fatal(err)
 		}
 	}

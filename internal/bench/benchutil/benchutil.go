@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"strconv"
@@ -114,4 +115,28 @@ func HumanBytes(n float64) string {
 	default:
 		return fmt.Sprintf("%.2f KiB", n/KiB)
 	}
+}
+
+// The random reads both chunk studies cost out: page-sized to large reads
+// of a guest, at page-aligned offsets.
+var ReadSizes = []int{4 * KiB, 64 * KiB, 1 * MiB}
+
+// ReadAlign aligns the random reads, like a guest's page-sized I/O.
+const ReadAlign = 4 * KiB
+
+// RandomOffsets returns, per read size in ReadSizes, n offsets of reads
+// that fit in a file of size bytes, aligned to ReadAlign. The studies use
+// the same generator and seed, so their read costs compare.
+func RandomOffsets(size int64, n int, seed uint64) map[int][]int64 {
+	rng := rand.New(rand.NewPCG(seed, 0x6c617a796469736b))
+	out := make(map[int][]int64)
+	for _, rs := range ReadSizes {
+		slots := (size-int64(rs))/ReadAlign + 1
+		offs := make([]int64, n)
+		for i := range offs {
+			offs[i] = rng.Int64N(slots) * ReadAlign
+		}
+		out[rs] = offs
+	}
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -25,12 +24,12 @@ import (
 // The chunk study's candidates and workload.
 var (
 	studyChunkSizes = []int{64 * benchutil.KiB, 256 * benchutil.KiB, 512 * benchutil.KiB, 1 * benchutil.MiB, 2 * benchutil.MiB, 4 * benchutil.MiB}
-	studyReadSizes  = []int{4 * benchutil.KiB, 64 * benchutil.KiB, 1 * benchutil.MiB}
+	studyReadSizes  = benchutil.ReadSizes
 )
 
 const (
 	// readAlign aligns the random reads, like a guest's page-sized I/O.
-	readAlign = 4 * benchutil.KiB
+	readAlign = benchutil.ReadAlign
 	// timedReads is how many of the random reads per read size are also
 	// decompressed and verified for real, to time the CPU cost.
 	timedReads = 200
@@ -89,7 +88,7 @@ func studyDisk(ctx context.Context, w io.Writer, cfg config, disk string) error 
 		return fmt.Errorf("chunk study: %w (run internal/bench/mkdisk.sh first)", err)
 	}
 	diskSize := fi.Size()
-	offsets := randomOffsets(diskSize, cfg.samples, cfg.seed)
+	offsets := benchutil.RandomOffsets(diskSize, cfg.samples, cfg.seed)
 	outPath := filepath.Join(cfg.work, "study.esgz")
 	defer os.Remove(outPath)
 
@@ -104,22 +103,6 @@ func studyDisk(ctx context.Context, w io.Writer, cfg config, disk string) error 
 	}
 	printStudy(w, disk, diskSize, results)
 	return nil
-}
-
-// randomOffsets returns, per read size, n offsets of reads that fit in a
-// file of size bytes, aligned to readAlign.
-func randomOffsets(size int64, n int, seed uint64) map[int][]int64 {
-	rng := rand.New(rand.NewPCG(seed, 0x6c617a796469736b))
-	out := make(map[int][]int64)
-	for _, rs := range studyReadSizes {
-		slots := (size-int64(rs))/readAlign + 1
-		offs := make([]int64, n)
-		for i := range offs {
-			offs[i] = rng.Int64N(slots) * readAlign
-		}
-		out[rs] = offs
-	}
-	return out
 }
 
 func studyChunkSize(ctx context.Context, disk, outPath string, chunkSize int, offsets map[int][]int64) (*chunkResult, error) {

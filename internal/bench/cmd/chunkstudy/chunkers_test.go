@@ -3,15 +3,12 @@ package main
 import (
 	"archive/tar"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
 	"testing"
 
-	"github.com/klauspost/compress/zstd"
-	"go.podman.io/storage/pkg/chunked/compressor"
-
+	"github.com/lazydisk/lazydisk/internal/zstdfixture"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -62,34 +59,12 @@ func cstorageWriterChunks(t *testing.T, data []byte) []span {
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	var blob bytes.Buffer
-	meta := map[string]string{}
-	level := 1
-	zw, err := compressor.ZstdCompressor(&blob, meta, &level)
+	blob, meta, err := zstdfixture.CStorage(tarBuf.Bytes(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := zw.Write(tarBuf.Bytes()); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	pos, err := toc.ParseManifestPosition(meta[toc.AnnotationZstdChunkedManifestPosition])
+	_, tc, err := zstdfixture.TOC(blob, meta)
 	if err != nil {
-		t.Fatal(err)
-	}
-	dec, err := zstd.NewReader(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dec.Close()
-	js, err := dec.DecodeAll(blob.Bytes()[pos.Offset:pos.Offset+pos.Compressed], nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tc toc.ZstdChunkedTOC
-	if err := json.Unmarshal(js, &tc); err != nil {
 		t.Fatal(err)
 	}
 	var out []span

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -19,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -70,7 +70,7 @@ func openDisks(dir string, samples int, seed uint64) ([]*disk, func(), error) {
 		}
 		disks = append(disks, &disk{
 			name: sd.name, version: sd.version, format: sd.format, data: data,
-			offsets: randomOffsets(fi.Size(), samples, seed),
+			offsets: benchutil.RandomOffsets(fi.Size(), samples, seed),
 		})
 	}
 	return disks, unmap, nil
@@ -78,26 +78,9 @@ func openDisks(dir string, samples int, seed uint64) ([]*disk, func(), error) {
 
 // readSizes are the sizes of the random reads; readAlign aligns them, like
 // a guest's page-sized I/O. As in the eStargz chunk-size study.
-var readSizes = []int{4 << 10, 64 << 10, 1 << 20}
+var readSizes = benchutil.ReadSizes
 
-const readAlign = 4 << 10
-
-// randomOffsets returns, per read size, n offsets of reads that fit in a
-// file of size bytes, aligned to readAlign: the same generator and seed as
-// benchconvert -chunk-study.
-func randomOffsets(size int64, n int, seed uint64) map[int][]int64 {
-	rng := rand.New(rand.NewPCG(seed, 0x6c617a796469736b))
-	out := make(map[int][]int64)
-	for _, rs := range readSizes {
-		slots := (size-int64(rs))/readAlign + 1
-		offs := make([]int64, n)
-		for i := range offs {
-			offs[i] = rng.Int64N(slots) * readAlign
-		}
-		out[rs] = offs
-	}
-	return out
-}
+const readAlign = benchutil.ReadAlign
 
 // A chunkInfo is a span with what the writer would record for it.
 type chunkInfo struct {
