@@ -83,56 +83,6 @@ func ParseEStargzFooter(footer []byte) (int64, error) {
 	return off, nil
 }
 
-// EStargz is a parsed eStargz TOC.
-type EStargz struct {
-	// TOC is the decoded stargz.index.json.
-	TOC *estargz.JTOC
-	// Digest is the sha256 of the TOC JSON, to compare with AnnotationTOCDigest.
-	Digest digest.Digest
-	// TOCOffset is where the TOC's gzip member starts; chunk data ends there.
-	TOCOffset int64
-}
-
-// ReadEStargz reads the TOC of the eStargz blob of the given size from ra.
-// It reads the last tail bytes in one call (tail is rounded up to the
-// footer size; pass the expected compressed TOC size to get the footer and
-// the TOC in one read) and reads again only if the TOC starts earlier.
-func ReadEStargz(ra io.ReaderAt, size, tail int64) (*EStargz, error) {
-	if size < EStargzFooterSize {
-		return nil, fmt.Errorf("%w: blob is only %d bytes", ErrNotEStargz, size)
-	}
-	tail = min(max(tail, EStargzFooterSize), size)
-	buf := make([]byte, tail)
-	if err := readFull(ra, buf, size-tail); err != nil {
-		return nil, fmt.Errorf("reading footer: %w", err)
-	}
-	off, err := ParseEStargzFooter(buf[tail-EStargzFooterSize:])
-	if err != nil {
-		return nil, err
-	}
-	end := size - EStargzFooterSize
-	if off > end {
-		return nil, fmt.Errorf("%w: TOC offset %d is past the end of the blob (%d bytes)", ErrInvalidTOC, off, size)
-	}
-	if end-off > MaxTOCSize {
-		return nil, fmt.Errorf("%w: compressed TOC is %d bytes, over the %d MiB limit", ErrInvalidTOC, end-off, MaxTOCSize>>20)
-	}
-	var member []byte
-	if start := size - tail; off >= start {
-		member = buf[off-start : tail-EStargzFooterSize]
-	} else {
-		member = make([]byte, end-off)
-		if err := readFull(ra, member, off); err != nil {
-			return nil, fmt.Errorf("reading TOC: %w", err)
-		}
-	}
-	t, dgst, err := decodeTOC(member)
-	if err != nil {
-		return nil, err
-	}
-	return &EStargz{TOC: t, Digest: dgst, TOCOffset: off}, nil
-}
-
 // decodeTOC decompresses the TOC member, a tar entry stargz.index.json.
 func decodeTOC(member []byte) (*estargz.JTOC, digest.Digest, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(member))

@@ -72,12 +72,13 @@ func TestParseFooterRejects(t *testing.T) {
 	}
 }
 
+// TestReadEStargz reads the TOC of estargz.Build's output with Read.
 func TestReadEStargz(t *testing.T) {
 	t.Parallel()
 	blob, ref := referenceBlob(t)
 	// A tail large enough for the TOC: one read.
 	cr := &countingReaderAt{r: bytes.NewReader(blob)}
-	got, err := ReadEStargz(cr, int64(len(blob)), 64<<10)
+	got, err := Read(cr, int64(len(blob)), nil, WithTail(64<<10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,23 +92,23 @@ func TestReadEStargz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.TOCDigest() != got.Digest || len(got.TOC.Entries) == 0 {
-		t.Errorf("reference reader TOC digest %s, ours %s (%d entries)", r.TOCDigest(), got.Digest, len(got.TOC.Entries))
+	if r.TOCDigest() != got.Digest || len(got.Files) == 0 {
+		t.Errorf("reference reader TOC digest %s, ours %s (%d files)", r.TOCDigest(), got.Digest, len(got.Files))
 	}
 	// Footer only: two reads.
 	cr = &countingReaderAt{r: bytes.NewReader(blob)}
-	if _, err := ReadEStargz(cr, int64(len(blob)), 0); err != nil || cr.calls != 2 {
+	if _, err := Read(cr, int64(len(blob)), nil, WithTail(0)); err != nil || cr.calls != 2 {
 		t.Errorf("footer-only tail: %d reads, err %v; want 2 reads", cr.calls, err)
 	}
 	// Damage.
 	cut := append([]byte(nil), blob...)
 	copy(cut[len(cut)-EStargzFooterSize+16:], "00000000ffffffff")
-	if _, err := ReadEStargz(bytes.NewReader(cut), int64(len(cut)), 0); !errors.Is(err, ErrInvalidTOC) {
+	if _, err := Read(bytes.NewReader(cut), int64(len(cut)), nil); !errors.Is(err, ErrInvalid) {
 		t.Errorf("offset past the end: %v", err)
 	}
 	flipped := append([]byte(nil), blob...)
 	flipped[got.TOCOffset+20] ^= 0xff
-	if _, err := ReadEStargz(bytes.NewReader(flipped), int64(len(flipped)), 0); !errors.Is(err, ErrInvalidTOC) {
+	if _, err := Read(bytes.NewReader(flipped), int64(len(flipped)), nil); !errors.Is(err, ErrInvalidTOC) {
 		t.Errorf("corrupt TOC member: %v", err)
 	}
 }
