@@ -1,10 +1,12 @@
-// Package toc holds the facts of seekable layer formats that lazydisk
-// writes and reads: annotation keys, the eStargz footer, and reading a
-// layer's table of contents (TOC) from its end with as few reads as possible.
+// Package toc holds the facts of the seekable layer formats lazydisk writes
+// and reads (annotation keys, footers, TOC types of eStargz and
+// zstd:chunked) and reads a layer's table of contents from the end of its
+// blob with as few reads as possible (Read) into one format-neutral Index:
+// files, their chunks, and the chunks that cover a byte range.
 //
-// TOC entries use the estargz package's types (estargz.JTOC, TOCEntry), the
-// format's reference definition. This package does not fetch blobs; callers
-// pass an io.ReaderAt over a local file, a layout blob or range requests.
+// This package does not fetch blobs or verify chunk contents; callers pass
+// an io.ReaderAt over a local file, a layout blob or range requests, and
+// check each chunk they fetch against its digest.
 package toc
 
 import (
