@@ -247,10 +247,13 @@ func readTail(ra io.ReaderAt, size, tail int64) (*Index, error) {
 		if off >= start {
 			return buf[off-start : off-start+n], nil
 		}
+		// Fetch only what the tail lacks.
 		b := make([]byte, n)
-		if err := readFull(ra, b, off); err != nil {
+		head := min(n, start-off)
+		if err := readFull(ra, b[:head], off); err != nil {
 			return nil, fmt.Errorf("reading the TOC: %w", err)
 		}
+		copy(b[head:], buf)
 		return b, nil
 	}
 	if tail >= zstdFooterFrameSize {

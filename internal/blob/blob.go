@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
@@ -44,27 +46,95 @@ type Stats struct {
 	// whole blob (200 instead of 206). Such a read streams the blob up to the
 	// bytes asked and drops the connection; it never holds the blob in memory.
 	RangeIgnored int64
+	// Retries is how many requests were sent again after a failure that
+	// RetryPolicy allows to retry; they are counted in Requests too.
+	Retries int64
 }
 
 // counters are the atomic Stats of a Blob.
 type counters struct {
-	requests, bytes, rangeIgnored atomic.Int64
+	requests, bytes, rangeIgnored, retries atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
-	return Stats{Requests: c.requests.Load(), Bytes: c.bytes.Load(), RangeIgnored: c.rangeIgnored.Load()}
+	return Stats{Requests: c.requests.Load(), Bytes: c.bytes.Load(), RangeIgnored: c.rangeIgnored.Load(), Retries: c.retries.Load()}
 }
+
+// RetryPolicy bounds how a registry read is retried. Reads are retried after
+// failures that can pass: no response or a connection reset, a response that
+// broke off (the retry asks for the bytes still missing), a stall, 408, 429
+// and 5xx answers, a 401 from the registry (its token expired; the transport
+// fetches a new one), and a 403 from the storage host a registry redirected
+// to (its signed URL expired; the retry asks the registry for a new one).
+// Other answers fail at once.
+type RetryPolicy struct {
+	// Attempts is how many times one read is tried in all; 1 never retries.
+	// The default is 5.
+	Attempts int
+	// MinBackoff is the wait before the first retry; each further retry
+	// waits twice as long, up to MaxBackoff, less a random part of up to a
+	// quarter. A Retry-After header asks for longer, up to MaxBackoff. The
+	// defaults are 250 ms and 8 s.
+	MinBackoff, MaxBackoff time.Duration
+	// Stall is how long a request may go without receiving anything, its
+	// answer or more of its body, before it is abandoned and retried. The
+	// default is 30 s.
+	Stall time.Duration
+}
+
+// DefaultRetryPolicy is the policy Open uses unless WithRetry says otherwise.
+var DefaultRetryPolicy = RetryPolicy{Attempts: 5, MinBackoff: 250 * time.Millisecond, MaxBackoff: 8 * time.Second, Stall: 30 * time.Second}
+
+// withDefaults fills the fields of p that are not set from DefaultRetryPolicy.
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	d := DefaultRetryPolicy
+	if p.Attempts <= 0 {
+		p.Attempts = d.Attempts
+	}
+	if p.MinBackoff <= 0 {
+		p.MinBackoff = d.MinBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = max(d.MaxBackoff, p.MinBackoff)
+	}
+	if p.Stall <= 0 {
+		p.Stall = d.Stall
+	}
+	return p
+}
+
+// backoff returns the wait before retry number n (1 is the first), at least
+// asked (a server's Retry-After), all within MaxBackoff.
+func (p RetryPolicy) backoff(n int, asked time.Duration) time.Duration {
+	d := p.MinBackoff
+	for i := 1; i < n && d < p.MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, p.MaxBackoff)
+	d -= rand.N(d/4 + 1)
+	return min(max(d, asked), p.MaxBackoff)
+}
+
+// Option configures Open.
+type Option func(*openOptions)
+
+type openOptions struct{ retry RetryPolicy }
+
+// WithRetry sets how registry reads are retried; fields left zero take
+// DefaultRetryPolicy's values. Layout and file reads are never retried.
+func WithRetry(p RetryPolicy) Option { return func(o *openOptions) { o.retry = p } }
 
 // Open returns random access to the blob desc names (its digest and size) in
 // the store ref points into: a registry (docker://), from which each ReadAt
-// fetches its bytes with one range request, or an OCI image layout (oci:),
+// fetches its bytes with one range request (retried as RetryPolicy says), or
+// an OCI image layout (oci:),
 // whose blob file ReadAt reads. A registry is pinged, with credentials from
 // o as imageref.Read finds them, before Open returns; the blob itself is not
 // fetched until it is read.
 //
 // ctx is bound at Open and used by every ReadAt: once it is done, reads in
 // flight and later reads fail with its error. It must outlive the Blob.
-func Open(ctx context.Context, ref imageref.Reference, desc v1.Descriptor, o imageref.Options) (Blob, error) {
+func Open(ctx context.Context, ref imageref.Reference, desc v1.Descriptor, o imageref.Options, opts ...Option) (Blob, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -74,7 +144,11 @@ func Open(ctx context.Context, ref imageref.Reference, desc v1.Descriptor, o ima
 	}
 	switch ref.Transport {
 	case imageref.Docker:
-		return openRegistry(ctx, ref, dgst, desc.Size, o)
+		var oo openOptions
+		for _, opt := range opts {
+			opt(&oo)
+		}
+		return openRegistry(ctx, ref, dgst, desc.Size, o, oo.retry.withDefaults())
 	case imageref.OCI:
 		return openLayout(ctx, ref, dgst, desc.Size)
 	}

@@ -5,6 +5,7 @@
 //
 // It does not check content: a blob's digest cannot be verified from random
 // reads, so callers verify what they read (toc checks each chunk against its
-// TOC digest). It does not cache, merge or split reads, send multi-range
-// requests, or retry: each ReadAt is one request for exactly the bytes asked.
+// TOC digest). It does not cache, merge or split reads, or send multi-range
+// requests: each ReadAt is one request for exactly the bytes asked, repeated
+// for what is still missing when a failure may pass (RetryPolicy).
 package blob

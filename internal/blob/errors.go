@@ -10,6 +10,8 @@ var (
 	// ErrInvalidResponse means a registry answered a range request with a
 	// missing or malformed Content-Range, or with other bytes than were asked.
 	ErrInvalidResponse = errors.New("invalid response to a range request")
+	// errStalled ends a request that received nothing for RetryPolicy.Stall.
+	errStalled = errors.New("no data received")
 )
 
 // failure is an error whose message is written for the user (one line) while

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
@@ -35,14 +36,15 @@ type registryBlob struct {
 	url  string // https://HOST/v2/REPO/blobs/DIGEST
 	host string // the registry, as in url
 	size int64
-	// client is built once, in Open: the seam where retries, backoff and
-	// the refresh of tokens and signed URLs will go.
+	// client is built once, in Open. Its transport fetches a new token when
+	// the registry answers 401 with a challenge; fetch retries the rest.
 	client *http.Client
+	retry  RetryPolicy
 	stats  counters
 	closed atomic.Bool
 }
 
-func openRegistry(ctx context.Context, ref imageref.Reference, dgst digest.Digest, size int64, o imageref.Options) (Blob, error) {
+func openRegistry(ctx context.Context, ref imageref.Reference, dgst digest.Digest, size int64, o imageref.Options, retry RetryPolicy) (Blob, error) {
 	client, err := o.PullClient(ctx, ref)
 	if err != nil {
 		return nil, err
@@ -60,13 +62,15 @@ func openRegistry(ctx context.Context, ref imageref.Reference, dgst digest.Diges
 		host:   repo.RegistryStr(),
 		size:   size,
 		client: client,
+		retry:  retry,
 	}, nil
 }
 
 // ReadAt reads p with one GET of the range bytes=off-(off+len(p)-1), cut at
-// the end of the blob. It needs a 206 answer whose Content-Range is that
-// range of a blob of Size bytes; a 200 answer (the registry ignored the range)
-// is streamed up to off and the connection dropped after p is filled.
+// the end of the blob, and more when it has to retry. It needs a 206 answer
+// whose Content-Range is that range of a blob of Size bytes; a 200 answer
+// (the registry ignored the range) is streamed up to off and the connection
+// dropped after p is filled.
 func (b *registryBlob) ReadAt(p []byte, off int64) (int, error) {
 	q, eof := clamp(p, off, b.size)
 	if len(q) == 0 {
@@ -90,24 +94,77 @@ func (b *registryBlob) Close() error {
 	return nil
 }
 
-// fetch fills p, which is not empty and within the blob, from offset off.
+// fetch fills p, which is not empty and within the blob, from offset off,
+// retrying as b.retry allows: a read that broke off resumes where it stopped.
 func (b *registryBlob) fetch(p []byte, off int64) (int, error) {
-	if b.closed.Load() {
-		return 0, fmt.Errorf("reading %s of %s: %w", b.what, b.ref, fs.ErrClosed)
+	done := 0
+	unauthorized := false // a 401 is retried once
+	for attempt := 1; ; attempt++ {
+		if b.closed.Load() {
+			return done, fmt.Errorf("reading %s of %s: %w", b.what, b.ref, fs.ErrClosed)
+		}
+		n, wait, err := b.attempt(p[done:], off+int64(done))
+		done += n
+		if err == nil {
+			return done, nil
+		}
+		var rerr *retryable
+		if !errors.As(err, &rerr) || (rerr.once && unauthorized) {
+			return done, err
+		}
+		unauthorized = unauthorized || rerr.once
+		if attempt >= b.retry.Attempts {
+			if b.retry.Attempts > 1 {
+				return done, fmt.Errorf("%w (gave up after %d attempts)", rerr.err, attempt)
+			}
+			return done, rerr.err
+		}
+		b.stats.retries.Add(1)
+		if err := sleep(b.ctx, b.retry.backoff(attempt, wait)); err != nil {
+			return done, fmt.Errorf("reading %s of %s: %w (while retrying after: %w)", b.what, b.ref, err, rerr.err)
+		}
 	}
+}
+
+// retryable marks the error of an attempt that may succeed if tried again;
+// once, that it is worth one retry only.
+type retryable struct {
+	err  error
+	once bool
+}
+
+func (r *retryable) Error() string { return r.err.Error() }
+func (r *retryable) Unwrap() error { return r.err }
+
+// attempt makes one GET of p's range and reports how many bytes of p it
+// filled, and for a retryable failure how long the server asked to wait
+// (Retry-After, 0 if it did not say). Failures worth retrying are returned
+// as *retryable: no response or a broken-off body, a stall, 408, 429 and 5xx,
+// 401 from the registry (the transport fetched a fresh token on the way),
+// and 403 from the storage host a registry redirected to (its signed URL
+// expired; the next attempt asks the registry for a new one). A 401 is worth
+// one retry: the registry may have expired the token just after the
+// transport refreshed it.
+func (b *registryBlob) attempt(p []byte, off int64) (int, time.Duration, error) {
 	last := off + int64(len(p)) - 1
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url, nil)
+	ctx, cancel := context.WithCancelCause(b.ctx)
+	defer cancel(nil)
+	// The watchdog abandons a request that receives nothing for Stall.
+	watchdog := time.AfterFunc(b.retry.Stall, func() { cancel(errStalled) })
+	defer watchdog.Stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, b.url, nil)
 	if err != nil {
-		return 0, fmt.Errorf("reading %s of %s: %w", b.what, b.ref, err)
+		return 0, 0, fmt.Errorf("reading %s of %s: %w", b.what, b.ref, err)
 	}
 	req.Header.Set("Range", fmt.Sprintf("bytes=%d-%d", off, last))
 	b.stats.requests.Add(1)
 	resp, err := b.client.Do(req)
 	if err != nil {
-		return 0, b.requestError(err)
+		return 0, 0, b.transient(ctx, b.requestError(err))
 	}
 	defer resp.Body.Close()
-	body := &countingReader{r: resp.Body, n: &b.stats.bytes}
+	watchdog.Reset(b.retry.Stall)
+	body := &countingReader{r: resp.Body, n: &b.stats.bytes, progress: func() { watchdog.Reset(b.retry.Stall) }}
 	from := resp.Request.URL.Host
 
 	switch resp.StatusCode {
@@ -116,29 +173,85 @@ func (b *registryBlob) fetch(p []byte, off int64) (int, error) {
 		first, end, total, ok := parseContentRange(cr)
 		switch {
 		case ok && total >= 0 && total != b.size:
-			return 0, fmt.Errorf("reading %s of %s: %s says the blob is %d bytes, but its descriptor says %d: %w",
+			return 0, 0, fmt.Errorf("reading %s of %s: %s says the blob is %d bytes, but its descriptor says %d: %w",
 				b.what, b.ref, from, total, b.size, ErrSizeMismatch)
 		case !ok || first != off || end != last:
-			return 0, fmt.Errorf("reading %s of %s: %s answered the range bytes=%d-%d with Content-Range %.80q: %w",
+			return 0, 0, fmt.Errorf("reading %s of %s: %s answered the range bytes=%d-%d with Content-Range %.80q: %w",
 				b.what, b.ref, from, off, last, cr, ErrInvalidResponse)
 		}
 	case http.StatusOK:
 		b.stats.rangeIgnored.Add(1)
 		if resp.ContentLength >= 0 && resp.ContentLength != b.size {
-			return 0, fmt.Errorf("reading %s of %s: %s sends the blob as %d bytes, but its descriptor says %d: %w",
+			return 0, 0, fmt.Errorf("reading %s of %s: %s sends the blob as %d bytes, but its descriptor says %d: %w",
 				b.what, b.ref, from, resp.ContentLength, b.size, ErrSizeMismatch)
 		}
 		if n, err := io.CopyN(io.Discard, body, off); err != nil {
-			return 0, b.bodyError(from, n, off, err)
+			return 0, 0, b.transient(ctx, b.bodyError(from, n, off, err))
 		}
 	default:
-		return 0, b.statusError(resp, body, off, last)
+		err := b.statusError(resp, body, off, last)
+		if retryStatus(resp.StatusCode, from != b.host) {
+			return 0, retryAfter(resp), &retryable{err: err, once: resp.StatusCode == http.StatusUnauthorized}
+		}
+		return 0, 0, err
 	}
 	n, err := io.ReadFull(body, p)
 	if err != nil {
-		return n, b.bodyError(from, int64(n), int64(len(p)), err)
+		return n, 0, b.transient(ctx, b.bodyError(from, int64(n), int64(len(p)), err))
 	}
-	return n, nil
+	return n, 0, nil
+}
+
+// transient marks err, the failure of a request or of reading its body, as
+// retryable unless the blob's context ended it. A stall is reported as such.
+func (b *registryBlob) transient(ctx context.Context, err error) error {
+	if b.ctx.Err() != nil {
+		return err
+	}
+	if errors.Is(context.Cause(ctx), errStalled) {
+		return &retryable{err: fmt.Errorf("reading %s of %s: %w for %s", b.what, b.ref, errStalled, b.retry.Stall)}
+	}
+	var te *transport.Error
+	if errors.As(err, &te) && !retryStatus(te.StatusCode, false) {
+		return err // a token server's refusal
+	}
+	return &retryable{err: err}
+}
+
+// retryStatus reports whether a response with this status may be retried.
+// redirected is set when it came from another host than the registry.
+func retryStatus(code int, redirected bool) bool {
+	switch code {
+	case http.StatusRequestTimeout, http.StatusTooManyRequests,
+		http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	case http.StatusUnauthorized:
+		return !redirected
+	case http.StatusForbidden:
+		return redirected
+	}
+	return false
+}
+
+// retryAfter returns the wait a Retry-After header in seconds asks for, or 0.
+func retryAfter(resp *http.Response) time.Duration {
+	s, err := strconv.Atoi(strings.TrimSpace(resp.Header.Get("Retry-After")))
+	if err != nil || s < 0 {
+		return 0
+	}
+	return time.Duration(s) * time.Second
+}
+
+// sleep waits d or until ctx is done.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // bodyError reports a response body that ended, or failed, after got of
@@ -271,14 +384,19 @@ func redactURL(s string) string {
 	return u.String()
 }
 
-// countingReader adds the bytes read through it to n.
+// countingReader adds the bytes read through it to n, and calls progress,
+// if set, when it got some.
 type countingReader struct {
-	r io.Reader
-	n *atomic.Int64
+	r        io.Reader
+	n        *atomic.Int64
+	progress func()
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n.Add(int64(n))
+	if n > 0 && c.progress != nil {
+		c.progress()
+	}
 	return n, err
 }

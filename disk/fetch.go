@@ -1,0 +1,286 @@
+package disk
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"runtime"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/lazydisk/lazydisk/internal/blob"
+	"github.com/lazydisk/lazydisk/toc"
+)
+
+// fetcher gets the verified bytes of a file's chunks: from the memory cache,
+// the cache directory, or the blob, where adjacent missing chunks are
+// fetched with one range request. A chunk is fetched once however many reads
+// want it at the same time.
+type fetcher struct {
+	ctx        context.Context
+	blob       blob.Blob
+	name       string
+	gzip       bool
+	chunks     []toc.Chunk
+	maxRequest int64
+	sem        chan struct{} // one token per request in flight
+	cache      *memCache
+	dir        *dirCache
+	zstd       *zstd.Decoder
+	gzPool     sync.Pool
+
+	mu       sync.Mutex
+	inflight map[int]*inflight
+	wg       sync.WaitGroup
+
+	fetched, hits, diskHits, zeros atomic.Int64
+}
+
+func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File, o options) (*fetcher, error) {
+	fe := &fetcher{
+		ctx:        ctx,
+		blob:       b,
+		name:       f.Name,
+		gzip:       format == toc.FormatEStargz || format == toc.FormatStargz,
+		chunks:     f.Chunks,
+		maxRequest: o.maxRequest,
+		sem:        make(chan struct{}, o.concurrency),
+		cache:      newMemCache(o.cacheSize),
+		inflight:   map[int]*inflight{},
+	}
+	if o.cacheDir != "" {
+		d, err := openDirCache(o.cacheDir)
+		if err != nil {
+			return nil, err
+		}
+		fe.dir = d
+	}
+	if !fe.gzip {
+		var largest int64
+		for _, c := range f.Chunks {
+			largest = max(largest, c.Size)
+		}
+		dec, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithDecoderMaxMemory(uint64(max(largest, 1<<20))))
+		if err != nil {
+			return nil, err
+		}
+		fe.zstd = dec
+	}
+	return fe, nil
+}
+
+func (fe *fetcher) close() {
+	fe.wg.Wait()
+	if fe.zstd != nil {
+		fe.zstd.Close()
+	}
+}
+
+// read fills p, which is within the file and not empty, from offset off.
+func (fe *fetcher) read(p []byte, off int64) (int, error) {
+	end := off + int64(len(p))
+	first := sort.Search(len(fe.chunks), func(i int) bool { return fe.chunks[i].Offset+fe.chunks[i].Size > off })
+	// part returns the bytes of p that chunk i covers, and where they start in the chunk.
+	part := func(i int) ([]byte, int64) {
+		c := fe.chunks[i]
+		s, e := max(c.Offset, off), min(c.Offset+c.Size, end)
+		return p[s-off : e-off], s - c.Offset
+	}
+	var waits []pending
+	var claimed []int
+	for i := first; i < len(fe.chunks) && fe.chunks[i].Offset < end; i++ {
+		dst, from := part(i)
+		if fe.chunks[i].Zero {
+			clear(dst)
+			fe.zeros.Add(1)
+			continue
+		}
+		fe.mu.Lock()
+		if data, ok := fe.cache.get(i); ok {
+			fe.mu.Unlock()
+			copy(dst, data[from:])
+			fe.hits.Add(1)
+			continue
+		}
+		call, ok := fe.inflight[i]
+		if !ok {
+			call = &inflight{done: make(chan struct{})}
+			fe.inflight[i] = call
+			claimed = append(claimed, i)
+		}
+		fe.mu.Unlock()
+		waits = append(waits, pending{i, call})
+	}
+	fe.start(claimed)
+
+	n := 0 // bytes of p known good, in order
+	var firstErr error
+	for _, w := range waits {
+		<-w.call.done
+		if w.call.err != nil {
+			if firstErr == nil {
+				firstErr = w.call.err
+			}
+			continue
+		}
+		dst, from := part(w.i)
+		copy(dst, w.call.data[from:])
+	}
+	if firstErr == nil {
+		return len(p), nil
+	}
+	// Report the bytes before the first chunk that failed.
+	for i := first; i < len(fe.chunks) && fe.chunks[i].Offset < end; i++ {
+		if !fe.chunks[i].Zero && !fe.good(i, waits) {
+			break
+		}
+		dst, _ := part(i)
+		n += len(dst)
+	}
+	return n, firstErr
+}
+
+// good reports whether chunk i, which a read waited for or found, has its bytes.
+func (fe *fetcher) good(i int, waits []pending) bool {
+	for _, w := range waits {
+		if w.i == i {
+			return w.call.err == nil
+		}
+	}
+	return true // from the cache
+}
+
+// start fetches the claimed chunks: from the cache directory if it has
+// them, else in runs of adjacent chunks, one request per run, at most
+// len(sem) requests at once.
+func (fe *fetcher) start(claimed []int) {
+	var missing []int
+	for _, i := range claimed {
+		if fe.dir != nil {
+			if data, ok := fe.dir.get(fe.chunks[i].Digest, fe.chunks[i].Size); ok {
+				fe.diskHits.Add(1)
+				fe.finish(i, data, nil)
+				continue
+			}
+		}
+		missing = append(missing, i)
+	}
+	for len(missing) > 0 {
+		run := 1
+		size := fe.chunks[missing[0]].CompressedSize
+		for run < len(missing) {
+			prev, next := fe.chunks[missing[run-1]], fe.chunks[missing[run]]
+			if missing[run] != missing[run-1]+1 || next.CompressedOffset != prev.CompressedOffset+prev.CompressedSize ||
+				size+next.CompressedSize > fe.maxRequest {
+				break
+			}
+			size += next.CompressedSize
+			run++
+		}
+		r := missing[:run]
+		missing = missing[run:]
+		fe.wg.Add(1)
+		go func() {
+			defer fe.wg.Done()
+			select {
+			case fe.sem <- struct{}{}:
+			case <-fe.ctx.Done():
+				for _, i := range r {
+					fe.finish(i, nil, fe.ctx.Err())
+				}
+				return
+			}
+			fe.fetchRun(r)
+			<-fe.sem
+		}()
+	}
+}
+
+// fetchRun fetches the adjacent chunks r with one request, then decompresses
+// and verifies each.
+func (fe *fetcher) fetchRun(r []int) {
+	first, last := fe.chunks[r[0]], fe.chunks[r[len(r)-1]]
+	start, end := first.CompressedOffset, last.CompressedOffset+last.CompressedSize
+	buf := make([]byte, end-start)
+	if _, err := fe.blob.ReadAt(buf, start); err != nil {
+		err = fmt.Errorf("fetching chunks %d-%d of %s: %w", r[0], r[len(r)-1], fe.name, err)
+		for _, i := range r {
+			fe.finish(i, nil, err)
+		}
+		return
+	}
+	for _, i := range r {
+		c := fe.chunks[i]
+		data, err := fe.decode(c, buf[c.CompressedOffset-start:c.CompressedOffset-start+c.CompressedSize])
+		if err == nil {
+			fe.fetched.Add(1)
+			if fe.dir != nil {
+				fe.dir.put(c.Digest, data) // best effort: a full disk only costs a refetch
+			}
+		}
+		fe.finish(i, data, err)
+	}
+}
+
+// decode decompresses chunk c from its compressed bytes and checks its digest.
+func (fe *fetcher) decode(c toc.Chunk, comp []byte) ([]byte, error) {
+	data := make([]byte, c.Size)
+	var err error
+	if fe.gzip {
+		err = fe.gunzip(data, comp)
+	} else {
+		var out []byte
+		out, err = fe.zstd.DecodeAll(comp, data[:0])
+		if err == nil && int64(len(out)) != c.Size {
+			err = fmt.Errorf("it decompresses to %d bytes, not %d", len(out), c.Size)
+		}
+		data = out
+	}
+	where := fmt.Sprintf("chunk [%d, %d) of %s (blob bytes %d-%d)", c.Offset, c.Offset+c.Size, fe.name, c.CompressedOffset, c.CompressedOffset+c.CompressedSize-1)
+	if err != nil {
+		return nil, fmt.Errorf("%s does not decompress (%w): %w", where, err, ErrChunkDigest)
+	}
+	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
+		return nil, fmt.Errorf("%s hashes to %s, but its TOC says %s: %w", where, got, c.Digest, ErrChunkDigest)
+	}
+	return data, nil
+}
+
+// gunzip fills data from the gzip members in comp (eStargz: a chunk starts
+// a member; the range may run on into the next file's header).
+func (fe *fetcher) gunzip(data, comp []byte) error {
+	zr, _ := fe.gzPool.Get().(*gzip.Reader)
+	var err error
+	if zr == nil {
+		zr, err = gzip.NewReader(bytes.NewReader(comp))
+	} else {
+		err = zr.Reset(bytes.NewReader(comp))
+	}
+	if err != nil {
+		return fmt.Errorf("it is not gzip: %w", err)
+	}
+	defer fe.gzPool.Put(zr)
+	if _, err := io.ReadFull(zr, data); err != nil {
+		return fmt.Errorf("decompressing: %w", err)
+	}
+	return nil
+}
+
+// finish records the outcome of chunk i's fetch and wakes its readers.
+func (fe *fetcher) finish(i int, data []byte, err error) {
+	fe.mu.Lock()
+	call := fe.inflight[i]
+	delete(fe.inflight, i)
+	if err == nil {
+		fe.cache.put(i, data)
+	}
+	fe.mu.Unlock()
+	call.data, call.err = data, err
+	close(call.done)
+}

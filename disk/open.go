@@ -1,0 +1,174 @@
+package disk
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/internal/blob"
+	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/toc"
+)
+
+// diskDir is where a KubeVirt containerDisk keeps its disk.
+const diskDir = "disk"
+
+// Open opens a file of the image ref names (a registry reference such as
+// "registry.example/vm/fedora:41" or "docker://...", or "oci:DIR[:TAG]"): by
+// default the single regular file under /disk/. It reads the manifest and the
+// TOC of the layers from the top down to the one holding the file, and checks
+// that layer's TOC against its TOC digest annotation. No chunk is fetched
+// until it is read.
+//
+// ctx is bound to the File: once it is done, reads fail with its error. It
+// must outlive the File.
+func Open(ctx context.Context, ref string, opts ...Option) (*File, error) {
+	o, err := newOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	r, err := imageref.Parse(ref)
+	if err != nil {
+		return nil, err
+	}
+	if r.Transport != imageref.Docker && r.Transport != imageref.OCI {
+		return nil, fmt.Errorf("%s: disks are read lazily from registries and oci: layouts only: %w", r, imageref.ErrUnsupported)
+	}
+	art, err := imageref.Read(ctx, r, o.registry)
+	if err != nil {
+		return nil, err
+	}
+	img := art.Image
+	if art.Index != nil {
+		if img, err = convert.SelectPlatform(art.Index, *o.platform); err != nil {
+			return nil, fmt.Errorf("%s: %w", r, err)
+		}
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the manifest of %s: %w", r, err)
+	}
+	dgst, err := img.Digest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the manifest of %s: %w", r, err)
+	}
+	want := cleanPath(o.file)
+	var tocStats blob.Stats
+	// Layers are searched from the top: the first that has the file, or
+	// removes it, decides.
+	for i := len(m.Layers) - 1; i >= 0; i-- {
+		d := m.Layers[i]
+		b, err := blob.Open(ctx, r, d, o.registry, blob.WithRetry(o.retry))
+		if err != nil {
+			return nil, fmt.Errorf("layer %d of %s: %w", i, r, err)
+		}
+		ix, err := toc.Read(b, b.Size(), d.Annotations, toc.WithTail(o.tail))
+		st := b.Stats()
+		tocStats = addBlobStats(tocStats, st)
+		if err != nil {
+			b.Close()
+			if errors.Is(err, toc.ErrNotSeekable) {
+				return nil, fmt.Errorf("layer %d (%s) of %s, above or holding the disk: %w", i, d.Digest, r, err)
+			}
+			return nil, fmt.Errorf("layer %d (%s) of %s: %w", i, d.Digest, r, err)
+		}
+		name, found, err := findFile(ix, want)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("layer %d of %s: %w", i, r, err)
+		}
+		if !found {
+			b.Close()
+			continue
+		}
+		if ix.Annotated == "" && !o.skipTOCDigest {
+			b.Close()
+			return nil, fmt.Errorf("layer %d (%s) of %s holds %s, but %w: run `lazydisk annotate`, or accept an unanchored TOC with --insecure-skip-toc-digest",
+				i, d.Digest, r, name, ErrNoTOCDigest)
+		}
+		f, err := newFile(ctx, b, ix, name, o)
+		if err != nil {
+			b.Close()
+			return nil, fmt.Errorf("%s in layer %d of %s: %w", name, i, r, err)
+		}
+		f.ref, f.manifest, f.layer, f.tocStats = r.String(), dgst, d, tocStats
+		return f, nil
+	}
+	if want == "" {
+		return nil, fmt.Errorf("%s has no regular file under /%s/ (name one with --file): %w", r, diskDir, ErrFileNotFound)
+	}
+	return nil, fmt.Errorf("%s has no file /%s: %w", r, want, ErrFileNotFound)
+}
+
+// findFile finds want in ix (or, when want is "", the single regular file
+// under disk/) and reports whether the layer decides about it: found with a
+// name, or removed by a whiteout (an error).
+func findFile(ix *toc.Index, want string) (string, bool, error) {
+	if want != "" {
+		f, ok := ix.Lookup(want)
+		if !ok {
+			if whiteout(ix, want) {
+				return "", false, fmt.Errorf("/%s is deleted by a whiteout: %w", want, ErrFileNotFound)
+			}
+			return "", false, nil
+		}
+		if f.Type != "reg" {
+			return "", false, fmt.Errorf("/%s is a %s, not a regular file: %w", want, f.Type, ErrFileNotFound)
+		}
+		return f.Name, true, nil
+	}
+	var regs []string
+	for _, f := range ix.Files {
+		dir, base := path.Split(f.Name)
+		if path.Clean(dir) != diskDir || strings.HasPrefix(base, ".wh.") {
+			continue
+		}
+		if g, ok := ix.Lookup(f.Name); ok && g.Type == "reg" {
+			regs = append(regs, f.Name)
+		}
+	}
+	switch len(regs) {
+	case 0:
+		return "", false, nil
+	case 1:
+		return regs[0], true, nil
+	}
+	return "", false, fmt.Errorf("/%s/ holds %d files (%s); name one with --file", diskDir, len(regs), strings.Join(regs, ", "))
+}
+
+// whiteout reports whether ix removes name from the layers below: a
+// ".wh.NAME" entry beside it, or an opaque marker in a directory above it.
+func whiteout(ix *toc.Index, name string) bool {
+	dir, base := path.Split(name)
+	if _, ok := ix.Lookup(dir + ".wh." + base); ok {
+		return true
+	}
+	for d := path.Clean(dir); d != "." && d != "/"; d = path.Dir(d) {
+		if _, ok := ix.Lookup(d + "/.wh..wh..opq"); ok {
+			return true
+		}
+	}
+	return false
+}
+
+func cleanPath(p string) string {
+	if p == "" {
+		return ""
+	}
+	return strings.TrimPrefix(path.Clean("/"+p), "/")
+}
+
+func addBlobStats(a, b blob.Stats) blob.Stats {
+	return blob.Stats{Requests: a.Requests + b.Requests, Bytes: a.Bytes + b.Bytes, RangeIgnored: a.RangeIgnored + b.RangeIgnored, Retries: a.Retries + b.Retries}
+}
+
+// Layer returns the descriptor of the layer the file is read from.
+func (f *File) Layer() v1.Descriptor { return f.layer }
+
+// Manifest returns the digest of the image manifest the file was found by.
+func (f *File) Manifest() v1.Hash { return f.manifest }
