@@ -118,4 +118,3 @@ func (c *dirCache) put(d digest.Digest, data []byte) error {
 	}
 	return nil
 }
-

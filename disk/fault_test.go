@@ -141,4 +141,3 @@ func TestFaultsPersist(t *testing.T) {
 		})
 	}
 }
-

@@ -238,4 +238,3 @@ func (f *Faults) authorized(r *http.Request) bool {
 	}
 	return ok
 }
-
