@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
@@ -41,6 +42,21 @@ func (r *registryOptions) refOptions() imageref.Options {
 	return imageref.Options{PlainHTTP: r.plainHTTP, Insecure: r.insecure, Transport: r.transport, UserAgent: "lazydisk/" + version()}
 }
 
+// diskOptions are the registry options for disk.Open.
+func (r *registryOptions) diskOptions() []disk.Option {
+	var opts []disk.Option
+	if r.plainHTTP {
+		opts = append(opts, disk.WithPlainHTTP())
+	}
+	if r.insecure {
+		opts = append(opts, disk.WithInsecureTLS())
+	}
+	if r.transport != nil {
+		opts = append(opts, disk.WithTransport(r.transport))
+	}
+	return opts
+}
+
 func newRootCmd() *cobra.Command {
 	reg := &registryOptions{}
 	root := &cobra.Command{
@@ -61,7 +77,7 @@ Image references:
 	}
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newDemoCmd(), newVersionCmd())
 	return root
 }
 
