@@ -311,6 +311,7 @@ type reply struct {
 	ctxID   uint32
 	simple  bool
 	covered int64
+	spans   [][2]uint64 // content chunks: offset, length
 }
 
 // replies reads replies until every request in reqs has its whole reply,
@@ -405,6 +406,12 @@ func (rep *reply) chunk(q req, typ uint16, p []byte) error {
 		if n == 0 || off < q.off || off+n > q.off+uint64(q.length) {
 			return fmt.Errorf("chunk [%d, +%d) outside the request [%d, +%d)", off, n, q.off, q.length)
 		}
+		for _, s := range rep.spans {
+			if off < s[0]+s[1] && s[0] < off+n {
+				return fmt.Errorf("chunk [%d, +%d) overlaps chunk [%d, +%d)", off, n, s[0], s[1])
+			}
+		}
+		rep.spans = append(rep.spans, [2]uint64{off, n})
 		rep.covered += int64(n)
 		return nil
 	}

@@ -43,7 +43,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		srv: s,
 		nc:  nc,
 		r:   bufio.NewReaderSize(nc, 64<<10),
-		log: s.opts.log.With("remote", nc.RemoteAddr().String()),
+		log: s.opts.log.With("conn", s.lastID.Add(1), "remote", nc.RemoteAddr().String()),
 	}
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()

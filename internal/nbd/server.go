@@ -30,6 +30,9 @@ const (
 	DefaultHandshakeTimeout = 30 * time.Second
 	// DefaultBlockSize is the default preferred block size of an export.
 	DefaultBlockSize = 4096
+	// DefaultReplyTimeout is the default time a client has to take in one
+	// reply (32 MiB at most) before the server gives up on it.
+	DefaultReplyTimeout = time.Minute
 )
 
 // Backend is what an export serves: its bytes and its size.
@@ -95,6 +98,7 @@ type options struct {
 	maxInFlight      int
 	maxConns         int
 	handshakeTimeout time.Duration
+	replyTimeout     time.Duration
 }
 
 // WithLogger sets where the server logs connections, protocol violations
@@ -162,6 +166,20 @@ func WithHandshakeTimeout(d time.Duration) Option {
 	}
 }
 
+// WithReplyTimeout sets how long a client has to take in one reply. A
+// client that stops reading replies is disconnected after it, so that it
+// cannot hold its connection's requests in flight forever; an idle client
+// is never disconnected. The default is DefaultReplyTimeout (1 minute).
+func WithReplyTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: reply timeout must be positive, got %s", ErrInvalidOption, d)
+		}
+		o.replyTimeout = d
+		return nil
+	}
+}
+
 // Server serves exports over NBD. Its methods may be called concurrently;
 // Serve may run on several listeners at once.
 type Server struct {
@@ -172,8 +190,9 @@ type Server struct {
 	// budget bounds the read buffers of one connection's requests in flight.
 	budget int64
 
-	open  atomic.Int64 // connections open now
-	stats counters
+	open   atomic.Int64 // connections open now
+	lastID atomic.Int64 // numbers connections in the log
+	stats  counters
 }
 
 // New returns a server of exports, which must have distinct names.
@@ -184,6 +203,7 @@ func New(exports []Export, opts ...Option) (*Server, error) {
 		maxInFlight:      DefaultMaxInFlight,
 		maxConns:         DefaultMaxConns,
 		handshakeTimeout: DefaultHandshakeTimeout,
+		replyTimeout:     DefaultReplyTimeout,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {

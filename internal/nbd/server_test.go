@@ -20,7 +20,7 @@ import (
 // made with, at most perCall of them per call so that the server has to ask
 // again. zeroReads counts ReadAt calls that touched a zero extent.
 type mapBackend struct {
-	*bytes.Reader
+	*io.SectionReader
 	extents   []Extent // end to end over the whole disk
 	perCall   int
 	zeroReads atomic.Int64
@@ -51,12 +51,12 @@ func (b *mapBackend) ReadAt(p []byte, off int64) (int, error) {
 		}
 		pos += e.Length
 	}
-	return b.Reader.ReadAt(p, off)
+	return b.SectionReader.ReadAt(p, off)
 }
 
 // newDisk returns size random bytes with the given extents, whose zero ones
 // are zeros; the extents must add up to size.
-func newDisk(t *testing.T, seed uint64, extents []Extent) ([]byte, *mapBackend) {
+func newDisk(t testing.TB, seed uint64, extents []Extent) ([]byte, *mapBackend) {
 	t.Helper()
 	var size int64
 	for _, e := range extents {
@@ -73,7 +73,7 @@ func newDisk(t *testing.T, seed uint64, extents []Extent) ([]byte, *mapBackend) 
 		}
 		pos += e.Length
 	}
-	return data, &mapBackend{Reader: bytes.NewReader(data), extents: extents, perCall: 3}
+	return data, &mapBackend{SectionReader: io.NewSectionReader(bytes.NewReader(data), 0, size), extents: extents, perCall: 3}
 }
 
 // testExtents is a disk of 4 MiB + 1000 bytes, with zero runs at the start,
@@ -111,6 +111,7 @@ func TestNewValidates(t *testing.T) {
 		{"max in flight zero", []Export{{Backend: b}}, []Option{WithMaxInFlight(0)}, ErrInvalidOption},
 		{"max conns zero", []Export{{Backend: b}}, []Option{WithMaxConns(0)}, ErrInvalidOption},
 		{"handshake timeout zero", []Export{{Backend: b}}, []Option{WithHandshakeTimeout(0)}, ErrInvalidOption},
+		{"reply timeout negative", []Export{{Backend: b}}, []Option{WithReplyTimeout(-time.Second)}, ErrInvalidOption},
 		{"valid", []Export{{Name: "a", Backend: b}, {Name: "b", Backend: b, BlockSize: 65536}}, []Option{WithMaxRequest(1 << 20), WithLogger(nil)}, nil},
 	}
 	for _, tt := range tests {
@@ -902,6 +903,33 @@ func TestDisconnectMidReply(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	checkServes(t, addr, data)
+}
+
+// TestStuckClient has a client send reads and never read the replies: the
+// server gives up on it after the reply timeout.
+func TestStuckClient(t *testing.T) {
+	t.Parallel()
+	data, mb := newDisk(t, 15, testExtents)
+	s, addr := startServer(t, []Export{{Backend: mb}}, WithReplyTimeout(200*time.Millisecond))
+	c := connect(t, addr, "", false, false)
+	for range 40 {
+		if _, err := c.send(cmdRead, 0, 0, 1<<20, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats().Active != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the server still holds a client that does not read its replies")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// An idle connection is not timed out.
+	idle := connect(t, addr, "", true, false)
+	time.Sleep(300 * time.Millisecond)
+	if r, err := idle.do(cmdRead, 0, 0, 4096, nil); err != nil || !bytes.Equal(r.data, data[:4096]) {
+		t.Fatalf("idle connection: %v", err)
+	}
 }
 
 // TestDisc checks that NBD_CMD_DISC waits for the replies in flight.

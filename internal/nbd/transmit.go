@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"golang.org/x/sync/semaphore"
 )
@@ -384,12 +385,17 @@ func chunkHeader(flags, typ uint16, cookie uint64, length uint32) []byte {
 }
 
 // sendOrClose writes one whole reply. Replies never interleave. If the
-// write fails the client is gone or stuck, so the connection is closed:
-// the request loop then ends, and later replies fail at once.
+// write fails, or the client does not take the reply within the reply
+// timeout, the client is gone or stuck, so the connection is closed: the
+// request loop then ends, and later replies fail at once.
 func (c *conn) sendOrClose(b net.Buffers) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if _, err := b.WriteTo(c.nc); err != nil {
+	err := c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.replyTimeout))
+	if err == nil {
+		_, err = b.WriteTo(c.nc)
+	}
+	if err != nil {
 		c.log.Debug("nbd reply failed", "err", err)
 		c.nc.Close()
 	}
