@@ -1,10 +1,11 @@
 // Package nbd is a small read-only NBD (Network Block Device) server: it
-// serves disks, each an io.ReaderAt with a size, to qemu, libnbd's tools
-// (nbdcopy, nbdinfo), nbdkit's nbd plugin and the Linux kernel client, over
-// any net.Listener (a unix socket, or TCP on 127.0.0.1). `lazydisk serve`
-// uses it to expose a lazily fetched disk image; no Go NBD library is
-// available to us, so the protocol (NetworkBlockDevice/nbd doc/proto.md) is
-// implemented here.
+// serves disks, each an io.ReaderAt with a size, over any net.Listener (a
+// unix socket, or TCP on 127.0.0.1). It is what `lazydisk serve` is to
+// expose a lazily fetched disk image with. No Go NBD library is available
+// to us, so the protocol (NetworkBlockDevice/nbd doc/proto.md) is
+// implemented here. Its tests read through it with qemu-img, qemu-io,
+// nbdinfo and nbdcopy; simple replies are kept for the Linux kernel client,
+// which the tests do not run.
 //
 // It speaks the fixed newstyle handshake with NBD_OPT_EXPORT_NAME, INFO, GO,
 // LIST, ABORT, STRUCTURED_REPLY and LIST/SET_META_CONTEXT for
