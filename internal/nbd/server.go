@@ -1,0 +1,400 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+const (
+	// DefaultMaxRequest is the default largest read a client may ask for in
+	// one request, and the maximum block size the server advertises: 32 MiB,
+	// the largest request the spec says clients should send.
+	DefaultMaxRequest = 32 << 20
+	// DefaultMaxInFlight is the default number of requests of one connection
+	// the server handles at once.
+	DefaultMaxInFlight = 16
+	// DefaultMaxConns is the default number of connections open at once.
+	DefaultMaxConns = 64
+	// DefaultHandshakeTimeout is the default time a client has from
+	// connecting to entering the transmission phase.
+	DefaultHandshakeTimeout = 30 * time.Second
+	// DefaultBlockSize is the default preferred block size of an export.
+	DefaultBlockSize = 4096
+	// DefaultReplyTimeout is the default time a client has to take in one
+	// reply (32 MiB at most) before the server gives up on it.
+	DefaultReplyTimeout = time.Minute
+)
+
+// Backend is what an export serves: its bytes and its size.
+//
+// ReadAt follows io.ReaderAt and may be called concurrently, from several
+// connections at once; the server never reads outside [0, Size). A Backend
+// whose reads need a context binds it when it is made. Serve waits for the
+// ReadAt calls in flight before it returns, so they should end once that
+// context is done. *io.SectionReader and *bytes.Reader are Backends.
+type Backend interface {
+	io.ReaderAt
+	// Size is the export's size in bytes. It must not change while the
+	// export is served.
+	Size() int64
+}
+
+// Extenter is an optional capability of a Backend, found by type assertion:
+// it reports which ranges read as zeros without being stored, such as the
+// zero chunks of a lazily fetched disk. The server reports those ranges as
+// holes to NBD_CMD_BLOCK_STATUS (base:allocation) and answers reads of them
+// without calling ReadAt.
+type Extenter interface {
+	// Extents returns consecutive extents that start at off and cover
+	// [off, off+length), or a prefix of it: it may stop early, and the server
+	// asks again for the rest or treats it as data. Extents past
+	// off+length are ignored; an extent's Length must be positive. It may
+	// be called concurrently.
+	Extents(off, length int64) ([]Extent, error)
+}
+
+// Extent is a run of bytes of an export.
+type Extent struct {
+	// Length is the extent's length in bytes.
+	Length int64
+	// Zero says the extent reads as zeros and is not stored: it is reported
+	// as NBD_STATE_HOLE|NBD_STATE_ZERO.
+	Zero bool
+}
+
+// Export is one disk the server offers.
+type Export struct {
+	// Name is what clients ask for. A client asking for the empty name gets
+	// the export named "" if there is one, otherwise the first export.
+	Name string
+	// Description is shown to people, for instance by nbdinfo --list.
+	Description string
+	// Backend holds the export's bytes.
+	Backend Backend
+	// BlockSize is the preferred block size advertised to clients that ask
+	// (NBD_INFO_BLOCK_SIZE): the size and alignment of efficient reads,
+	// such as the backend's chunk size. It must be a power of two from 512
+	// to the maximum request size. The default is DefaultBlockSize (4096).
+	// The minimum block size is always 1: any offset and length are served.
+	BlockSize int
+}
+
+// Option configures a Server.
+type Option func(*options) error
+
+type options struct {
+	log              *slog.Logger
+	maxRequest       int
+	maxInFlight      int
+	maxConns         int
+	handshakeTimeout time.Duration
+	replyTimeout     time.Duration
+}
+
+// WithLogger sets where the server logs connections, protocol violations
+// and backend errors. The default discards them.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l != nil {
+			o.log = l
+		}
+		return nil
+	}
+}
+
+// WithMaxRequest sets the largest read a client may ask for in one request,
+// from 64 KiB to 1 GiB; larger reads fail with EINVAL, and a connection
+// sending a larger write is closed. It is advertised as the maximum block
+// size. The default is DefaultMaxRequest (32 MiB).
+func WithMaxRequest(n int) Option {
+	return func(o *options) error {
+		if n < 64<<10 || n > 1<<30 {
+			return fmt.Errorf("%w: maximum request %d is out of range: use 64 KiB to 1 GiB", ErrInvalidOption, n)
+		}
+		o.maxRequest = n
+		return nil
+	}
+}
+
+// WithMaxInFlight sets how many requests of one connection are handled at
+// once, from 1 to 1024. Whatever it is, the read buffers of one connection's
+// requests in flight total at most 64 MiB or the maximum request, whichever
+// is larger. The default is DefaultMaxInFlight (16).
+func WithMaxInFlight(n int) Option {
+	return func(o *options) error {
+		if n < 1 || n > 1024 {
+			return fmt.Errorf("%w: requests in flight %d is out of range: use 1 to 1024", ErrInvalidOption, n)
+		}
+		o.maxInFlight = n
+		return nil
+	}
+}
+
+// WithMaxConns sets how many connections may be open at once; the server
+// closes connections past it as soon as it accepts them. The default is
+// DefaultMaxConns (64).
+func WithMaxConns(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: maximum connections must be at least 1, got %d", ErrInvalidOption, n)
+		}
+		o.maxConns = n
+		return nil
+	}
+}
+
+// WithHandshakeTimeout sets how long a client has from connecting to
+// entering the transmission phase, so that a silent client cannot hold a
+// connection. The default is DefaultHandshakeTimeout (30 s).
+func WithHandshakeTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: handshake timeout must be positive, got %s", ErrInvalidOption, d)
+		}
+		o.handshakeTimeout = d
+		return nil
+	}
+}
+
+// WithReplyTimeout sets how long a client has to take in one reply. A
+// client that stops reading replies is disconnected after it, so that it
+// cannot hold its connection's requests in flight forever; an idle client
+// is never disconnected. The default is DefaultReplyTimeout (1 minute).
+func WithReplyTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: reply timeout must be positive, got %s", ErrInvalidOption, d)
+		}
+		o.replyTimeout = d
+		return nil
+	}
+}
+
+// Server serves exports over NBD. Its methods may be called concurrently;
+// Serve may run on several listeners at once.
+type Server struct {
+	exports []Export
+	byName  map[string]*Export
+	def     *Export
+	opts    options
+	// budget bounds the read buffers of one connection's requests in flight.
+	budget int64
+
+	open   atomic.Int64 // connections open now
+	lastID atomic.Int64 // numbers connections in the log
+	stats  counters
+}
+
+// New returns a server of exports, which must have distinct names.
+func New(exports []Export, opts ...Option) (*Server, error) {
+	o := options{
+		log:              slog.New(slog.DiscardHandler),
+		maxRequest:       DefaultMaxRequest,
+		maxInFlight:      DefaultMaxInFlight,
+		maxConns:         DefaultMaxConns,
+		handshakeTimeout: DefaultHandshakeTimeout,
+		replyTimeout:     DefaultReplyTimeout,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if len(exports) == 0 {
+		return nil, fmt.Errorf("%w: no exports to serve", ErrInvalidExport)
+	}
+	s := &Server{
+		exports: append([]Export(nil), exports...),
+		byName:  make(map[string]*Export, len(exports)),
+		opts:    o,
+		budget:  max(int64(o.maxRequest), 64<<20),
+	}
+	for i := range s.exports {
+		e := &s.exports[i]
+		if err := checkExport(e, o.maxRequest); err != nil {
+			return nil, fmt.Errorf("%w: export %q: %w", ErrInvalidExport, e.Name, err)
+		}
+		if _, dup := s.byName[e.Name]; dup {
+			return nil, fmt.Errorf("%w: two exports are named %q", ErrInvalidExport, e.Name)
+		}
+		s.byName[e.Name] = e
+	}
+	s.def = s.byName[""]
+	if s.def == nil {
+		s.def = &s.exports[0]
+	}
+	return s, nil
+}
+
+// checkExport validates e and fills in its defaults.
+func checkExport(e *Export, maxRequest int) error {
+	if e.Backend == nil {
+		return errors.New("it has no backend")
+	}
+	if size := e.Backend.Size(); size < 0 {
+		return fmt.Errorf("its size %d is negative", size)
+	}
+	if err := checkString(e.Name); err != nil {
+		return fmt.Errorf("its name %w", err)
+	}
+	if err := checkString(e.Description); err != nil {
+		return fmt.Errorf("its description %w", err)
+	}
+	if e.BlockSize == 0 {
+		e.BlockSize = DefaultBlockSize
+	}
+	if e.BlockSize < 512 || e.BlockSize > maxRequest || bits.OnesCount(uint(e.BlockSize)) != 1 {
+		return fmt.Errorf("its block size %d is not a power of two from 512 to the maximum request (%d)", e.BlockSize, maxRequest)
+	}
+	return nil
+}
+
+// checkString reports whether s is a string the protocol can carry.
+func checkString(s string) error {
+	if len(s) > maxString {
+		return fmt.Errorf("is %d bytes long, more than %d", len(s), maxString)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return errors.New("contains a NUL byte")
+	}
+	return nil
+}
+
+// lookup returns the export a client asks for by name, or nil.
+func (s *Server) lookup(name string) *Export {
+	if name == "" {
+		return s.def
+	}
+	return s.byName[name]
+}
+
+// Serve accepts connections on ln and serves them until ctx is done or
+// Accept fails with an error other than running out of file descriptors.
+// It then closes ln and every connection it accepted, waits for their
+// handlers (including backend calls in flight) to return, and returns: nil
+// when ctx ended it, the Accept error otherwise.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	var wg sync.WaitGroup
+	err := s.accept(ctx, ln, &wg)
+	cancel()
+	stop()
+	ln.Close()
+	wg.Wait()
+	return err
+}
+
+func (s *Server) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup) error {
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if !retryable(err) {
+				return fmt.Errorf("accepting nbd connections on %s: %w", ln.Addr(), err)
+			}
+			// Out of file descriptors or buffers: wait for connections to
+			// end, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			s.opts.log.Warn("accepting nbd connections", "err", err, "retry_in", delay)
+			select {
+			case <-time.After(delay):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		delay = 0
+		s.stats.connections.Add(1)
+		if s.open.Add(1) > int64(s.opts.maxConns) {
+			s.open.Add(-1)
+			s.stats.refused.Add(1)
+			s.opts.log.Warn("refusing nbd connection: too many open", "remote", nc.RemoteAddr().String(), "max", s.opts.maxConns)
+			nc.Close()
+			continue
+		}
+		wg.Go(func() {
+			defer s.open.Add(-1)
+			s.serveConn(ctx, nc)
+		})
+	}
+}
+
+func retryable(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
+		errors.Is(err, syscall.ECONNABORTED)
+}
+
+// Stats counts what a Server has done since New.
+type Stats struct {
+	// Connections counts connections accepted, refused ones included.
+	Connections int64
+	// Active is how many connections are open now.
+	Active int64
+	// Refused counts connections closed at once because the maximum number
+	// of connections was open.
+	Refused int64
+	// HandshakeFailures counts connections that ended before the
+	// transmission phase other than by NBD_OPT_ABORT: a protocol violation,
+	// an unknown name in NBD_OPT_EXPORT_NAME, the handshake timeout, or the
+	// client hanging up.
+	HandshakeFailures int64
+	// Reads, BlockStatus and Flushes count requests of each kind.
+	Reads, BlockStatus, Flushes int64
+	// Writes counts NBD_CMD_WRITE, NBD_CMD_TRIM and NBD_CMD_WRITE_ZEROES
+	// requests, all refused with EPERM.
+	Writes int64
+	// Unknown counts requests of commands the server does not know.
+	Unknown int64
+	// Errors counts requests answered with an error: invalid requests,
+	// writes, and requests whose backend call failed.
+	Errors int64
+	// BackendErrors counts failed ReadAt and Extents calls.
+	BackendErrors int64
+	// BytesRead counts bytes that reads got from backends' ReadAt.
+	BytesRead int64
+	// ZeroBytes counts bytes of reads answered as zeros without calling
+	// ReadAt, because an Extenter reported them as zero.
+	ZeroBytes int64
+}
+
+type counters struct {
+	connections, refused, handshakeFailures atomic.Int64
+	reads, blockStatus, flushes, writes     atomic.Int64
+	unknown, errors, backendErrors          atomic.Int64
+	bytesRead, zeroBytes                    atomic.Int64
+}
+
+// Stats returns what the server has done so far.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	return Stats{
+		Connections:       c.connections.Load(),
+		Active:            s.open.Load(),
+		Refused:           c.refused.Load(),
+		HandshakeFailures: c.handshakeFailures.Load(),
+		Reads:             c.reads.Load(),
+		BlockStatus:       c.blockStatus.Load(),
+		Flushes:           c.flushes.Load(),
+		Writes:            c.writes.Load(),
+		Unknown:           c.unknown.Load(),
+		Errors:            c.errors.Load(),
+		BackendErrors:     c.backendErrors.Load(),
+		BytesRead:         c.bytesRead.Load(),
+		ZeroBytes:         c.zeroBytes.Load(),
+	}
+}

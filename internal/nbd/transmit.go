@@ -1,0 +1,402 @@
+package nbd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/semaphore"
+)
+
+// maxExtents bounds the extents one request takes from an Extenter: past
+// it, a read treats the rest as data and a block status reply stops early.
+const maxExtents = 1 << 16
+
+// request is a transmission phase request header.
+type request struct {
+	flags  uint16
+	typ    uint16
+	cookie uint64
+	off    uint64
+	length uint32
+}
+
+func parseRequest(h *[reqHeaderLen]byte) (request, error) {
+	if m := binary.BigEndian.Uint32(h[0:4]); m != reqMagic {
+		return request{}, fmt.Errorf("%w: request magic %#x", errProtocol, m)
+	}
+	return request{
+		flags:  binary.BigEndian.Uint16(h[4:6]),
+		typ:    binary.BigEndian.Uint16(h[6:8]),
+		cookie: binary.BigEndian.Uint64(h[8:16]),
+		off:    binary.BigEndian.Uint64(h[16:24]),
+		length: binary.BigEndian.Uint32(h[24:28]),
+	}, nil
+}
+
+// transmit reads requests until the client sends NBD_CMD_DISC or hangs up,
+// or breaks the protocol. Reads and block status queries run concurrently,
+// up to the in-flight limits; transmit returns once their replies are sent.
+func (c *conn) transmit(ctx context.Context, sess *session) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	slots := make(chan struct{}, c.srv.opts.maxInFlight)
+	bufs := semaphore.NewWeighted(c.srv.budget)
+	st := &c.srv.stats
+
+	for {
+		var h [reqHeaderLen]byte
+		if _, err := io.ReadFull(c.r, h[:]); err != nil {
+			if errors.Is(err, io.EOF) {
+				c.log.Debug("nbd client hung up without NBD_CMD_DISC")
+				return nil
+			}
+			return fmt.Errorf("reading a request: %w", err)
+		}
+		req, err := parseRequest(&h)
+		if err != nil {
+			c.nc.Close() // hard disconnect: replies in flight are dropped
+			return err
+		}
+		switch req.typ {
+		case cmdDisc:
+			return nil
+
+		case cmdRead:
+			st.reads.Add(1)
+			if errno, msg := c.checkRead(sess, req); errno != 0 {
+				c.replyError(sess, req, errno, msg)
+				continue
+			}
+			weight := int64(req.length)
+			if err := bufs.Acquire(ctx, weight); err != nil {
+				return err
+			}
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots; bufs.Release(weight) }()
+				c.read(sess, req)
+			})
+
+		case cmdBlockStatus:
+			st.blockStatus.Add(1)
+			if errno, msg := c.checkBlockStatus(sess, req); errno != 0 {
+				c.replyError(sess, req, errno, msg)
+				continue
+			}
+			slots <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-slots }()
+				c.blockStatus(sess, req)
+			})
+
+		case cmdFlush:
+			// Nothing is ever written, so there is nothing to flush.
+			st.flushes.Add(1)
+			if req.flags != 0 {
+				c.replyError(sess, req, errInvalid, "NBD_CMD_FLUSH takes no flags")
+				continue
+			}
+			c.sendOrClose(simpleReply(req.cookie, 0))
+
+		case cmdWrite:
+			st.writes.Add(1)
+			if int64(req.length) > int64(c.srv.opts.maxRequest) {
+				c.nc.Close()
+				return fmt.Errorf("%w: write of %d bytes is larger than the maximum request (%d)", errProtocol, req.length, c.srv.opts.maxRequest)
+			}
+			if _, err := io.CopyN(io.Discard, c.r, int64(req.length)); err != nil {
+				return fmt.Errorf("reading the payload of a write: %w", err)
+			}
+			c.replyError(sess, req, errPerm, "the export is read-only")
+
+		case cmdTrim, cmdWriteZeroes:
+			st.writes.Add(1)
+			c.replyError(sess, req, errPerm, "the export is read-only")
+
+		default:
+			st.unknown.Add(1)
+			c.replyError(sess, req, errInvalid, fmt.Sprintf("unknown command %d", req.typ))
+		}
+	}
+}
+
+// checkRange returns EINVAL and why if [off, off+length) is empty or not
+// within the export.
+func checkRange(sess *session, req request) (uint32, string) {
+	if req.length == 0 {
+		return errInvalid, "length is zero"
+	}
+	if req.off > uint64(sess.size) || uint64(req.length) > uint64(sess.size)-req.off {
+		return errInvalid, fmt.Sprintf("range [%d, +%d) is past the end of the export (%d bytes)", req.off, req.length, sess.size)
+	}
+	return 0, ""
+}
+
+func (c *conn) checkRead(sess *session, req request) (uint32, string) {
+	allowed := uint16(0)
+	if sess.structured {
+		allowed |= cmdFlagDF
+	}
+	if req.flags&^allowed != 0 {
+		return errInvalid, fmt.Sprintf("invalid read flags %#x", req.flags)
+	}
+	if int64(req.length) > int64(c.srv.opts.maxRequest) {
+		return errInvalid, fmt.Sprintf("read of %d bytes is larger than the maximum request (%d)", req.length, c.srv.opts.maxRequest)
+	}
+	return checkRange(sess, req)
+}
+
+func (c *conn) checkBlockStatus(sess *session, req request) (uint32, string) {
+	if !sess.blockStatus {
+		return errInvalid, "no metadata context was negotiated for this export"
+	}
+	if req.flags&^cmdFlagReqOne != 0 {
+		return errInvalid, fmt.Sprintf("invalid block status flags %#x", req.flags)
+	}
+	return checkRange(sess, req)
+}
+
+// segment is a run of a read or block status reply: zero bytes, or data.
+type segment struct {
+	off, length int64
+	zero        bool
+	data        []byte
+}
+
+// read answers a valid NBD_CMD_READ.
+func (c *conn) read(sess *session, req request) {
+	st := &c.srv.stats
+	b := sess.export.Backend
+	off, n := int64(req.off), int64(req.length)
+
+	if !sess.structured {
+		buf := make([]byte, n)
+		if err := readFull(b, buf, off); err != nil {
+			c.backendFailed(sess, req, err)
+			return
+		}
+		st.bytesRead.Add(n)
+		c.sendOrClose(append(simpleReply(req.cookie, 0), buf))
+		return
+	}
+
+	segs := []segment{{off: off, length: n}}
+	if ex, ok := b.(Extenter); ok {
+		var err error
+		if segs, err = extents(ex, off, n, true); err != nil {
+			c.backendFailed(sess, req, err)
+			return
+		}
+	}
+	if req.flags&cmdFlagDF != 0 && len(segs) > 1 {
+		// One content chunk: data with its zeros spelled out.
+		buf := make([]byte, n)
+		for _, s := range segs {
+			if s.zero {
+				st.zeroBytes.Add(s.length)
+				continue
+			}
+			if err := readFull(b, buf[s.off-off:][:s.length], s.off); err != nil {
+				c.backendFailed(sess, req, err)
+				return
+			}
+			st.bytesRead.Add(s.length)
+		}
+		segs = []segment{{off: off, length: n, data: buf}}
+	} else {
+		var total int64
+		for _, s := range segs {
+			if !s.zero {
+				total += s.length
+			}
+		}
+		buf := make([]byte, total)
+		for i := range segs {
+			s := &segs[i]
+			if s.zero {
+				st.zeroBytes.Add(s.length)
+				continue
+			}
+			s.data, buf = buf[:s.length], buf[s.length:]
+			if err := readFull(b, s.data, s.off); err != nil {
+				c.backendFailed(sess, req, err)
+				return
+			}
+			st.bytesRead.Add(s.length)
+		}
+	}
+
+	// Everything is read before the first chunk goes out, so the last chunk
+	// can carry NBD_REPLY_FLAG_DONE and a failure is one error chunk.
+	out := make(net.Buffers, 0, 2*len(segs))
+	for i, s := range segs {
+		var flags uint16
+		if i == len(segs)-1 {
+			flags = replyFlagDone
+		}
+		if s.zero {
+			h := chunkHeader(flags, replyTypeOffsetHole, req.cookie, 12)
+			h = binary.BigEndian.AppendUint64(h, uint64(s.off))
+			h = binary.BigEndian.AppendUint32(h, uint32(s.length))
+			out = append(out, h)
+			continue
+		}
+		h := chunkHeader(flags, replyTypeOffsetData, req.cookie, uint32(8+s.length))
+		h = binary.BigEndian.AppendUint64(h, uint64(s.off))
+		out = append(out, h, s.data)
+	}
+	c.sendOrClose(out)
+}
+
+// blockStatus answers a valid NBD_CMD_BLOCK_STATUS for base:allocation.
+func (c *conn) blockStatus(sess *session, req request) {
+	off, n := int64(req.off), int64(req.length)
+	segs := []segment{{off: off, length: n}}
+	if ex, ok := sess.export.Backend.(Extenter); ok {
+		var err error
+		if segs, err = extents(ex, off, n, false); err != nil {
+			c.backendFailed(sess, req, err)
+			return
+		}
+	}
+	if req.flags&cmdFlagReqOne != 0 {
+		segs = segs[:1]
+	}
+	h := chunkHeader(replyFlagDone, replyTypeBlockStatus, req.cookie, uint32(4+8*len(segs)))
+	h = binary.BigEndian.AppendUint32(h, metaBaseAllocationID)
+	for _, s := range segs {
+		var flags uint32
+		if s.zero {
+			flags = stateHole | stateZero
+		}
+		h = binary.BigEndian.AppendUint32(h, uint32(s.length))
+		h = binary.BigEndian.AppendUint32(h, flags)
+	}
+	c.sendOrClose(net.Buffers{h})
+}
+
+// extents returns the extents ex reports for [off, off+n): consecutive,
+// within the range, neighbours of one kind merged. Where ex stops early, it
+// asks again from there. After maxExtents extents, the rest is reported as
+// data if fill is set, or left out; the rest of a range ex reports nothing
+// for is reported as data.
+func extents(ex Extenter, off, n int64, fill bool) ([]segment, error) {
+	end := off + n
+	var segs []segment
+	pos := off
+	for taken := 0; pos < end && taken < maxExtents; {
+		es, err := ex.Extents(pos, end-pos)
+		if err != nil {
+			return nil, fmt.Errorf("asking for the extents of [%d, %d): %w", pos, end, err)
+		}
+		if len(es) == 0 {
+			fill = true
+			break
+		}
+		for _, e := range es {
+			if e.Length <= 0 {
+				return nil, fmt.Errorf("%w: length %d at offset %d", errBadExtents, e.Length, pos)
+			}
+			l := min(e.Length, end-pos)
+			if k := len(segs) - 1; k >= 0 && segs[k].zero == e.Zero {
+				segs[k].length += l
+			} else {
+				segs = append(segs, segment{off: pos, length: l, zero: e.Zero})
+			}
+			pos += l
+			taken++
+			if pos == end || taken == maxExtents {
+				break
+			}
+		}
+	}
+	if pos < end && (fill || len(segs) == 0) {
+		if k := len(segs) - 1; k >= 0 && !segs[k].zero {
+			segs[k].length += end - pos
+		} else {
+			segs = append(segs, segment{off: pos, length: end - pos})
+		}
+	}
+	return segs, nil
+}
+
+// readFull reads len(p) bytes at off, or fails.
+func readFull(b Backend, p []byte, off int64) error {
+	n, err := b.ReadAt(p, off)
+	if n == len(p) {
+		return nil // io.ReaderAt may return io.EOF with the last bytes
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return fmt.Errorf("reading %d bytes at offset %d: %w", len(p), off, err)
+}
+
+// backendFailed logs a failed backend call and answers EIO. The client gets
+// no detail of the backend's error, which may name storage it should not see.
+func (c *conn) backendFailed(sess *session, req request, err error) {
+	c.srv.stats.backendErrors.Add(1)
+	c.log.Error("nbd backend failed", "offset", req.off, "length", req.length, "err", err)
+	c.replyError(sess, req, errIO, fmt.Sprintf("input/output error reading [%d, +%d) of the export", req.off, req.length))
+}
+
+// replyError answers req with an error: an error chunk with msg when
+// structured replies were negotiated, a simple reply otherwise.
+func (c *conn) replyError(sess *session, req request, errno uint32, msg string) {
+	c.srv.stats.errors.Add(1)
+	c.log.Debug("nbd request failed", "command", req.typ, "offset", req.off, "length", req.length, "errno", errno, "reason", msg)
+	if !sess.structured {
+		c.sendOrClose(simpleReply(req.cookie, errno))
+		return
+	}
+	msg = msg[:min(len(msg), maxString)]
+	h := chunkHeader(replyFlagDone, replyTypeError, req.cookie, uint32(6+len(msg)))
+	h = binary.BigEndian.AppendUint32(h, errno)
+	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
+	h = append(h, msg...)
+	c.sendOrClose(net.Buffers{h})
+}
+
+// simpleReply returns a simple reply header.
+func simpleReply(cookie uint64, errno uint32) net.Buffers {
+	h := make([]byte, 0, simpleReplyLen)
+	h = binary.BigEndian.AppendUint32(h, simpleReplyMagic)
+	h = binary.BigEndian.AppendUint32(h, errno)
+	h = binary.BigEndian.AppendUint64(h, cookie)
+	return net.Buffers{h}
+}
+
+// chunkHeader returns a structured reply chunk header, with room for a
+// short payload.
+func chunkHeader(flags, typ uint16, cookie uint64, length uint32) []byte {
+	h := make([]byte, 0, chunkHeaderLen+min(length, 64))
+	h = binary.BigEndian.AppendUint32(h, structuredReplyMagic)
+	h = binary.BigEndian.AppendUint16(h, flags)
+	h = binary.BigEndian.AppendUint16(h, typ)
+	h = binary.BigEndian.AppendUint64(h, cookie)
+	h = binary.BigEndian.AppendUint32(h, length)
+	return h
+}
+
+// sendOrClose writes one whole reply. Replies never interleave. If the
+// write fails, or the client does not take the reply within the reply
+// timeout, the client is gone or stuck, so the connection is closed: the
+// request loop then ends, and later replies fail at once.
+func (c *conn) sendOrClose(b net.Buffers) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err := c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.replyTimeout))
+	if err == nil {
+		_, err = b.WriteTo(c.nc)
+	}
+	if err != nil {
+		c.log.Debug("nbd reply failed", "err", err)
+		c.nc.Close()
+	}
+}
