@@ -39,6 +39,7 @@ demo: ## Convert the built-in sample disk to eStargz end to end, offline
 .PHONY: bench
 bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs; see docs/benchmarks.md)
 	bash internal/bench/run.sh
+	bash internal/bench/run.sh -read
 
 .PHONY: lint
 lint: ## gofmt and go vet

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/toc"
@@ -47,7 +49,7 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		blob:       b,
 		name:       f.Name,
 		gzip:       format == toc.FormatEStargz || format == toc.FormatStargz,
-		chunks:     f.Chunks,
+		chunks:     slices.Clone(f.Chunks),
 		maxRequest: o.maxRequest,
 		sem:        make(chan struct{}, o.concurrency),
 		cache:      newMemCache(o.cacheSize),
@@ -60,6 +62,7 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		}
 		fe.dir = d
 	}
+	markZeros(fe.chunks)
 	if !fe.gzip {
 		var largest int64
 		for _, c := range f.Chunks {
@@ -73,6 +76,31 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		fe.zstd = dec
 	}
 	return fe, nil
+}
+
+// markZeros marks as zero the chunks whose digest is that of zeros: their
+// content is known without fetching them. eStargz has no zero chunks of its
+// own, and the free space of a raw disk is made of such chunks. Only sizes
+// that many chunks share are checked, which are the fixed chunk size of
+// eStargz; zstd:chunked writers mark their zero chunks themselves.
+func markZeros(chunks []toc.Chunk) {
+	bySize := map[int64]int{}
+	for _, c := range chunks {
+		if !c.Zero {
+			bySize[c.Size]++
+		}
+	}
+	zeroDigest := map[int64]digest.Digest{}
+	for n, count := range bySize {
+		if count >= 16 && len(zeroDigest) < 4 && n <= 64<<20 {
+			zeroDigest[n] = digest.SHA256.FromBytes(make([]byte, n))
+		}
+	}
+	for i := range chunks {
+		if d, ok := zeroDigest[chunks[i].Size]; ok && chunks[i].Digest == d {
+			chunks[i].Zero = true
+		}
+	}
 }
 
 func (fe *fetcher) close() {

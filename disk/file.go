@@ -71,7 +71,7 @@ func newFile(ctx context.Context, b blob.Blob, ix *toc.Index, name string, o opt
 	if err != nil {
 		return nil, err
 	}
-	return &File{ctx: ctx, name: tf.Name, size: tf.Size, format: ix.Format, chunks: tf.Chunks, blob: b, fetch: fe}, nil
+	return &File{ctx: ctx, name: tf.Name, size: tf.Size, format: ix.Format, chunks: fe.chunks, blob: b, fetch: fe}, nil
 }
 
 // Name returns the file's path in the image, without a leading "/".
@@ -155,8 +155,8 @@ type Extent struct {
 }
 
 // Extents returns the extents that cover [off, off+length) of the file,
-// clamped to its size, merging neighbours of the same kind. Only zstd:chunked
-// has zero chunks; an eStargz file is one data extent.
+// clamped to its size, merging neighbours of the same kind. Zero chunks are
+// zstd:chunked's zeros chunks and the chunks whose digest is that of zeros.
 func (f *File) Extents(off, length int64) []Extent {
 	end := min(off+length, f.size)
 	if off < 0 || off >= end {

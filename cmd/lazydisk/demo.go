@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/sample"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/internal/validate"
@@ -126,6 +128,22 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 		fmt.Fprintf(w, "   bytes %8d..%-8d  blob offset %8d  %s\n", ce.ChunkOffset, ce.ChunkOffset+ce.ChunkSize, ce.Offset, ce.ChunkDigest[:19])
 		off = ce.ChunkOffset + ce.ChunkSize
 	}
+	// Read the qcow2 header lazily, as `lazydisk read` does.
+	df, err := disk.Open(ctx, dst)
+	if err != nil {
+		return err
+	}
+	defer df.Close()
+	hdr := make([]byte, 512)
+	if _, err := df.ReadAt(hdr, 0); err != nil {
+		return err
+	}
+	if string(hdr[:4]) != "QFI\xfb" {
+		return fmt.Errorf("the disk read back does not start with the qcow2 magic")
+	}
+	ds := df.Stats()
+	fmt.Fprintf(w, "5. lazydisk read %s --range 0:512: qcow2 header (version %d, virtual size %s),\n", dst, binary.BigEndian.Uint32(hdr[4:]), size.Format(int64(binary.BigEndian.Uint64(hdr[24:]))))
+	fmt.Fprintf(w, "   from %d verified chunk of %d: %d reads, %s of the %s layer\n", ds.ChunksFetched, df.Chunks(), ds.Requests, size.Format(ds.BytesFetched), size.Format(df.Layer().Size))
 	if out != filepath.Join(work, "layout") {
 		fmt.Fprintf(w, "The OCI layout is in %s. Convert your own disk with:\n", out)
 	} else {

@@ -5,6 +5,7 @@
 #
 #   bash internal/bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
 #   bash internal/bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
+#   bash internal/bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -22,12 +23,17 @@ cd "$(dirname "$0")/../.."
 cache=${BENCH_CACHE:-.bench}
 study=false
 zstd_study=false
+read=false
 rest=()
 for arg in "$@"; do
 	case $arg in
 	-chunk-study | --chunk-study | -chunk-study=true | --chunk-study=true) study=true ;;
 	-zstd-chunk-study | --zstd-chunk-study)
 		zstd_study=true
+		continue
+		;;
+	-read | --read)
+		read=true
 		continue
 		;;
 	esac
@@ -38,6 +44,13 @@ if $zstd_study; then
 	go build -o bin/chunkstudy ./internal/bench/cmd/chunkstudy
 	bash internal/bench/mkversions.sh "$cache"
 	exec bin/chunkstudy -versions "$cache/versions" "${rest[@]}"
+fi
+
+if $read; then
+	go build -o bin/benchread ./internal/bench/cmd/benchread
+	bash internal/bench/mkdisk.sh "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchread -disk "$cache/disk-3g.img" -work "$cache/work" "${rest[@]}"
 fi
 
 go build -o bin/benchconvert ./internal/bench/cmd/benchconvert

@@ -3,6 +3,7 @@ package testregistry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -55,9 +56,24 @@ func Start(t testing.TB, opts ...Option) *Registry {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	logrus.SetOutput(io.Discard)
+	reg, stop, err := Serve(t.TempDir(), o.middleware...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("stopping the test registry: %v", err)
+		}
+	})
+	return reg
+}
 
-	root := t.TempDir()
+// Serve runs a registry on 127.0.0.1 with filesystem storage under root,
+// behind the middlewares (the first sees requests first), until stop is
+// called: stop closes the server and its connections and returns once its
+// goroutines have ended. Benchmarks use it; tests use Start.
+func Serve(root string, middleware ...func(http.Handler) http.Handler) (reg *Registry, stop func() error, err error) {
+	logrus.SetOutput(io.Discard)
 	cfg := &configuration.Configuration{}
 	cfg.Storage = configuration.Storage{
 		"filesystem": configuration.Parameters{"rootdirectory": root},
@@ -69,32 +85,27 @@ func Start(t testing.TB, opts ...Option) *Registry {
 	ctx, cancel := context.WithCancel(context.Background())
 	app := handlers.NewApp(ctx, cfg)
 	var h http.Handler = app
-	for i := len(o.middleware) - 1; i >= 0; i-- {
-		h = o.middleware[i](h)
+	for i := len(middleware) - 1; i >= 0; i-- {
+		h = middleware[i](h)
 	}
-
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		cancel()
-		t.Fatalf("listening on 127.0.0.1: %v", err)
+		return nil, nil, fmt.Errorf("listening on 127.0.0.1: %w", err)
 	}
 	srv := &http.Server{Handler: h, ErrorLog: log.New(io.Discard, "", 0)}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
-
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("closing test registry: %v", err)
-		}
+	stop = func() error {
+		errs := []error{srv.Close()}
 		if err := <-served; !errors.Is(err, http.ErrServerClosed) {
-			t.Errorf("test registry stopped: %v", err)
+			errs = append(errs, fmt.Errorf("serving: %w", err))
 		}
-		if err := app.Shutdown(); err != nil {
-			t.Errorf("shutting down test registry: %v", err)
-		}
+		errs = append(errs, app.Shutdown())
 		cancel()
-	})
-	return &Registry{Host: ln.Addr().String(), RootDir: root}
+		return errors.Join(errs...)
+	}
+	return &Registry{Host: ln.Addr().String(), RootDir: root}, stop, nil
 }
 
 // BlobPath returns where the registry stores the content of the blob with
