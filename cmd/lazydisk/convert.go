@@ -121,11 +121,9 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if err != nil {
 		return usagef("--chunk-size: %w", err)
 	}
-	var platform *v1.Platform
-	if o.platform != "" {
-		if platform, err = v1.ParsePlatform(o.platform); err != nil || platform.OS == "" || platform.Architecture == "" {
-			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
-		}
+	platform, err := parsePlatformFlag(o.platform)
+	if err != nil {
+		return err
 	}
 	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {

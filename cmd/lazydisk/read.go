@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
@@ -146,11 +145,11 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		disk.WithConcurrency(o.concurrency), disk.WithUserAgent("lazydisk/" + version()),
 	}
 	opts = append(opts, o.reg.diskOptions()...)
-	if o.platform != "" {
-		p, err := v1.ParsePlatform(o.platform)
-		if err != nil || p.OS == "" || p.Architecture == "" {
-			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
-		}
+	p, err := parsePlatformFlag(o.platform)
+	if err != nil {
+		return err
+	}
+	if p != nil {
 		opts = append(opts, disk.WithPlatform(*p))
 	}
 	if o.skipTOC {

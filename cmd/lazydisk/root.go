@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
@@ -79,6 +80,18 @@ Image references:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newDemoCmd(), newVersionCmd())
 	return root
+}
+
+// parsePlatformFlag parses --platform: nil when it is empty.
+func parsePlatformFlag(s string) (*v1.Platform, error) {
+	if s == "" {
+		return nil, nil
+	}
+	p, err := v1.ParsePlatform(s)
+	if err != nil || p.OS == "" || p.Architecture == "" {
+		return nil, usagef("--platform %q: use os/arch[/variant], for example linux/amd64", s)
+	}
+	return p, nil
 }
 
 // exactArgs is cobra.ExactArgs with a usage error and the command's usage line.

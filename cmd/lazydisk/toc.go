@@ -115,11 +115,12 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	if err != nil {
 		return usageError{err}
 	}
-	p := &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if o.platform != "" {
-		if p, err = v1.ParsePlatform(o.platform); err != nil || p.OS == "" || p.Architecture == "" {
-			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
-		}
+	p, err := parsePlatformFlag(o.platform)
+	if err != nil {
+		return err
+	}
+	if p == nil {
+		p = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
 	ropts := o.reg.refOptions()
 	ropts.Platform = p

@@ -140,3 +140,15 @@ func RandomOffsets(size int64, n int, seed uint64) map[int][]int64 {
 	}
 	return out
 }
+
+// CountReader counts the bytes read through it in N.
+type CountReader struct {
+	R io.Reader
+	N int64
+}
+
+func (c *CountReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
+	return n, err
+}

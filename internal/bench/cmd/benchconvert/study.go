@@ -116,7 +116,7 @@ func studyChunkSize(ctx context.Context, disk, outPath string, chunkSize int, of
 		return nil, err
 	}
 	defer src.Close()
-	in := &countReader{r: src}
+	in := &benchutil.CountReader{R: src}
 	start := time.Now()
 	blob, err := convert.WriteEStargz(ctx, out, in, convert.WithChunkSize(chunkSize))
 	if err != nil {
@@ -138,7 +138,7 @@ func studyChunkSize(ctx context.Context, disk, outPath string, chunkSize int, of
 	res := &chunkResult{
 		chunkSize: chunkSize,
 		blobSize:  blob.Size,
-		tarSize:   in.n,
+		tarSize:   in.N,
 		wall:      wall,
 		chunks:    blob.Chunks,
 		tocSize:   blob.TOCSize,
@@ -257,18 +257,6 @@ func measureReads(ctx context.Context, blob io.ReaderAt, chunks []chunk, readSiz
 	}
 	rc.cpu = cpu / time.Duration(len(timed))
 	return rc, nil
-}
-
-// countReader counts the bytes read through it.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // growTo returns b resized to n bytes, reusing its array when it is large

@@ -326,7 +326,7 @@ func downloadAndDecompress(ctx context.Context, ref string) (int64, [32]byte, er
 	if resp.StatusCode != http.StatusOK {
 		return 0, sum, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	cr := &countReader{r: resp.Body}
+	cr := &benchutil.CountReader{R: resp.Body}
 	zr, err := gzip.NewReader(bufio.NewReaderSize(cr, 1<<20))
 	if err != nil {
 		return 0, sum, err
@@ -349,18 +349,7 @@ func downloadAndDecompress(ctx context.Context, ref string) (int64, [32]byte, er
 		return 0, sum, err
 	}
 	copy(sum[:], hash.Sum(nil))
-	return cr.n, sum, nil
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
+	return cr.N, sum, nil
 }
 
 type coldResult struct {
