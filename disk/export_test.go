@@ -4,7 +4,7 @@ package disk
 // tests that read across chunk boundaries.
 func ChunkBounds(f *File) []int64 {
 	var out []int64
-	for _, c := range f.chunks {
+	for _, c := range f.fetch.chunks {
 		out = append(out, c.Offset)
 	}
 	return append(out, f.size)
@@ -13,7 +13,7 @@ func ChunkBounds(f *File) []int64 {
 // CompressedSizes returns the compressed size of each chunk, 0 for zero chunks.
 func CompressedSizes(f *File) []int64 {
 	var out []int64
-	for _, c := range f.chunks {
+	for _, c := range f.fetch.chunks {
 		if c.Zero {
 			out = append(out, 0)
 			continue

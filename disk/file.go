@@ -24,7 +24,6 @@ type File struct {
 	name     string
 	size     int64
 	format   toc.Format
-	chunks   []toc.Chunk
 	blob     blob.Blob
 	tocStats blob.Stats
 	fetch    *fetcher
@@ -71,7 +70,7 @@ func newFile(ctx context.Context, b blob.Blob, ix *toc.Index, name string, o opt
 	if err != nil {
 		return nil, err
 	}
-	return &File{ctx: ctx, name: tf.Name, size: tf.Size, format: ix.Format, chunks: fe.chunks, blob: b, fetch: fe}, nil
+	return &File{ctx: ctx, name: tf.Name, size: tf.Size, format: ix.Format, blob: b, fetch: fe}, nil
 }
 
 // Name returns the file's path in the image, without a leading "/".
@@ -87,7 +86,7 @@ func (f *File) Format() toc.Format { return f.format }
 func (f *File) Ref() string { return f.ref }
 
 // Chunks returns how many chunks the file has.
-func (f *File) Chunks() int { return len(f.chunks) }
+func (f *File) Chunks() int { return len(f.fetch.chunks) }
 
 // Stats returns what the File's reads have cost so far.
 func (f *File) Stats() Stats {
@@ -163,9 +162,10 @@ func (f *File) Extents(off, length int64) []Extent {
 		return nil
 	}
 	var out []Extent
-	i := sort.Search(len(f.chunks), func(i int) bool { return f.chunks[i].Offset+f.chunks[i].Size > off })
-	for ; i < len(f.chunks) && f.chunks[i].Offset < end; i++ {
-		c := f.chunks[i]
+	chunks := f.fetch.chunks
+	i := sort.Search(len(chunks), func(i int) bool { return chunks[i].Offset+chunks[i].Size > off })
+	for ; i < len(chunks) && chunks[i].Offset < end; i++ {
+		c := chunks[i]
 		s, e := max(c.Offset, off), min(c.Offset+c.Size, end)
 		if n := len(out); n > 0 && out[n-1].Zero == c.Zero {
 			out[n-1].Length = e - out[n-1].Offset
