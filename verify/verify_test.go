@@ -1,0 +1,81 @@
+package verify_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/verify"
+)
+
+func TestSignVerify(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	reg := testregistry.Start(t)
+	for _, store := range []string{"registry", "layout"} {
+		for _, cf := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
+			for _, sf := range []sign.Format{sign.FormatBoth, sign.FormatBundle, sign.FormatLegacy} {
+				t.Run(fmt.Sprintf("%s/%s/%s", store, cf, sf), func(t *testing.T) {
+					t.Parallel()
+					ctx := context.Background()
+					// A repository each: the same image in one repository
+					// would share its signatures.
+					ref := fmt.Sprintf("docker://%s/%s/%s-%s:v1", reg.Host, store, strings.ReplaceAll(string(cf), ":", "-"), sf)
+					if store == "layout" {
+						ref = "oci:" + filepath.Join(t.TempDir(), "layout") + ":v1"
+					}
+					r := write(t, ref, imageref.Artifact{Image: diskImage(t, cf, 1, "amd64")})
+					if _, err := verify.Signature(ctx, r, key.verifier, imageref.Options{}); !errors.Is(err, verify.ErrNoSignature) {
+						t.Fatalf("before signing: %v, want ErrNoSignature", err)
+					}
+					res, err := sign.Manifest(ctx, r, key.signer, imageref.Options{}, sign.WithFormat(sf), sign.WithAnnotations(map[string]string{"org.example/k": "v"}))
+					if err != nil {
+						t.Fatalf("sign: %v", err)
+					}
+					got, err := verify.Signature(ctx, r, key.verifier, imageref.Options{})
+					if err != nil {
+						t.Fatalf("verify.Signature: %v", err)
+					}
+					if got != res.Digest {
+						t.Errorf("verified digest %s, signed %s", got, res.Digest)
+					}
+					rep, err := verify.Image(ctx, r, key.verifier, imageref.Options{}, verify.WithDeep(true),
+						verify.WithAnnotations(map[string]string{"org.example/k": "v"}))
+					if err != nil {
+						t.Fatalf("verify.Image: %v", err)
+					}
+					wantSigs := map[sign.Format]int{sign.FormatBoth: 2, sign.FormatBundle: 1, sign.FormatLegacy: 1}[sf]
+					if len(rep.Signature.Verified) != wantSigs || len(rep.Signature.Rejected) != 0 {
+						t.Errorf("signatures: %+v, want %d verified", rep.Signature, wantSigs)
+					}
+					l := rep.Images[0].Layers[0]
+					if !rep.OK || !l.Seekable || l.TOC == "" || l.Deep == nil || l.Deep.Chunks < 2 {
+						t.Errorf("report %+v, layer %+v", rep, l)
+					}
+					if _, err := verify.Signature(ctx, r, key.verifier, imageref.Options{}, verify.WithAnnotations(map[string]string{"org.example/k": "other"})); !errors.Is(err, verify.ErrBadSignature) {
+						t.Errorf("wrong annotation: %v, want ErrBadSignature", err)
+					}
+					// Signing again adds nothing.
+					again, err := sign.Manifest(ctx, r, key.signer, imageref.Options{}, sign.WithFormat(sf), sign.WithAnnotations(map[string]string{"org.example/k": "v"}))
+					if err != nil {
+						t.Fatal(err)
+					}
+					if n := len(again.Signed[0].Existing); n != wantSigs {
+						t.Errorf("signing twice: existing %v", again.Signed[0].Existing)
+					}
+					rep, err = verify.Image(ctx, r, key.verifier, imageref.Options{})
+					if err != nil || len(rep.Signature.Verified) != wantSigs {
+						t.Errorf("after signing twice: %v, %d signatures", err, len(rep.Signature.Verified))
+					}
+				})
+			}
+		}
+	}
+}
