@@ -52,7 +52,7 @@ func LoadPrivateKey(pemBytes, password []byte) (signature.SignerVerifier, error)
 	sv, err := cosign.LoadPrivateKey(pemBytes, password, nil)
 	if err != nil {
 		if strings.Contains(err.Error(), "decrypt") {
-			return nil, fmt.Errorf("%w (COSIGN_PASSWORD)", ErrKeyPassword)
+			return nil, ErrKeyPassword
 		}
 		return nil, fmt.Errorf("%w: %w", ErrInvalidKey, err)
 	}

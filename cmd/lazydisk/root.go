@@ -62,6 +62,7 @@ Image references:
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd())
 	return root
 }
 

@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
@@ -134,7 +134,7 @@ func (s *Store) Manifest(ctx context.Context, h v1.Hash) (Manifest, error) {
 		}
 		m = Manifest{MediaType: desc.MediaType, Raw: desc.Manifest}
 	} else {
-		raw, err := s.layoutBlob(h, MaxManifestSize)
+		raw, err := s.readLayoutBlob(h, MaxManifestSize)
 		if err != nil {
 			return Manifest{}, err
 		}
@@ -178,7 +178,7 @@ func (s *Store) Blob(ctx context.Context, desc v1.Descriptor, max int64) ([]byte
 		}
 	} else {
 		var err error
-		if b, err = s.layoutBlob(desc.Digest, max); err != nil {
+		if b, err = s.readLayoutBlob(desc.Digest, max); err != nil {
 			return nil, err
 		}
 	}
@@ -191,7 +191,7 @@ func (s *Store) Blob(ctx context.Context, desc v1.Descriptor, max int64) ([]byte
 	return b, nil
 }
 
-func (s *Store) layoutBlob(h v1.Hash, max int64) ([]byte, error) {
+func (s *Store) readLayoutBlob(h v1.Hash, max int64) ([]byte, error) {
 	if _, err := v1.NewHash(h.String()); err != nil {
 		return nil, fmt.Errorf("%s: %w", s.ref, err)
 	}
@@ -220,12 +220,59 @@ func (s *Store) Image(ctx context.Context, h v1.Hash) (v1.Image, error) {
 		}
 		return img, nil
 	}
-	img, err := layout.Path(s.ref.Path).Image(h)
+	m, err := s.Manifest(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	mf, err := v1.ParseManifest(bytes.NewReader(m.Raw))
+	if err != nil {
+		return nil, fmt.Errorf("%s: manifest %s: %w", s.ref, h, err)
+	}
+	cfg, err := s.Blob(ctx, mf.Config, MaxManifestSize)
+	if err != nil {
+		return nil, err
+	}
+	img, err := partial.CompressedToImage(&layoutImage{s: s, m: m, mf: mf, cfg: cfg})
 	if err != nil {
 		return nil, fmt.Errorf("reading image %s of %s: %w", h, s.ref, err)
 	}
 	return img, nil
 }
+
+// layoutImage is an image of a layout found by digest alone, which
+// go-containerregistry's layout package cannot read unless index.json lists it.
+type layoutImage struct {
+	s   *Store
+	m   Manifest
+	mf  *v1.Manifest
+	cfg []byte
+}
+
+func (l *layoutImage) RawManifest() ([]byte, error)        { return l.m.Raw, nil }
+func (l *layoutImage) MediaType() (types.MediaType, error) { return l.m.MediaType, nil }
+func (l *layoutImage) RawConfigFile() ([]byte, error)      { return l.cfg, nil }
+func (l *layoutImage) LayerByDigest(h v1.Hash) (partial.CompressedLayer, error) {
+	for _, d := range l.mf.Layers {
+		if d.Digest == h {
+			return &layoutBlob{path: filepath.Join(l.s.ref.Path, "blobs", h.Algorithm, h.Hex), desc: d}, nil
+		}
+	}
+	if l.mf.Config.Digest == h {
+		return &layoutBlob{path: filepath.Join(l.s.ref.Path, "blobs", h.Algorithm, h.Hex), desc: l.mf.Config}, nil
+	}
+	return nil, fmt.Errorf("%s: image %s has no blob %s", l.s.ref, l.m.Digest, h)
+}
+
+// layoutBlob is a blob file of a layout.
+type layoutBlob struct {
+	path string
+	desc v1.Descriptor
+}
+
+func (b *layoutBlob) Digest() (v1.Hash, error)            { return b.desc.Digest, nil }
+func (b *layoutBlob) Size() (int64, error)                { return b.desc.Size, nil }
+func (b *layoutBlob) MediaType() (types.MediaType, error) { return b.desc.MediaType, nil }
+func (b *layoutBlob) Compressed() (io.ReadCloser, error)  { return os.Open(b.path) }
 
 // Tagged returns the image tagged tag beside the store's image, or an error
 // matching imageref.ErrNotFound.
