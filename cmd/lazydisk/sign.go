@@ -143,7 +143,7 @@ func printSigned(w io.Writer, res *sign.Result) {
 			forms = append(forms, "bundle referrer "+short(*s.Bundle))
 		}
 		if s.LegacyTag != "" {
-			forms = append(forms, "legacy tag "+shortDigest(strings.Replace(s.LegacyTag, "-", ":", 1)))
+			forms = append(forms, "legacy tag "+s.LegacyTag)
 		}
 		note := ""
 		if len(s.Existing) > 0 {

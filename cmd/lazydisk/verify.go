@@ -204,6 +204,15 @@ func printReport(w io.Writer, rep *verify.Report, err error) {
 		for _, f := range s.Rejected {
 			fmt.Fprintf(w, "             also  %s (%s) not valid for this key: %s\n", f.Format, shortWhere(f.Where), f.Reason)
 		}
+	case len(s.Rejected) > 0:
+		fmt.Fprintf(w, "  signature  FAIL  %s: %d signatures found, none valid for this key\n", s.Digest, len(s.Rejected))
+		for _, f := range s.Rejected {
+			fmt.Fprintf(w, "             FAIL  %s (%s): %s\n", f.Format, shortWhere(f.Where), f.Reason)
+		}
+		return
+	case err != nil && s.Digest == (v1.Hash{}):
+		fmt.Fprintf(w, "  reference  FAIL  %s\n", oneLine(err))
+		return
 	case err != nil:
 		fmt.Fprintf(w, "  signature  FAIL  %s\n", oneLine(err))
 		return
@@ -227,8 +236,8 @@ func printReport(w io.Writer, rep *verify.Report, err error) {
 			case !l.Seekable:
 				fmt.Fprintf(w, "  %-9s  --    %s not seekable: only a full download checks it against its digest\n", label, short(l.Digest))
 			default:
-				fmt.Fprintf(w, "  %-9s  ok    %s %s, TOC %s matches its annotation (%d range requests, %s)\n",
-					label, short(l.Digest), l.Format, shortDigest(l.TOC), l.Requests, size.Format(l.Bytes))
+				fmt.Fprintf(w, "  %-9s  ok    %s %s, TOC %s matches its annotation (%s)\n",
+					label, short(l.Digest), l.Format, shortDigest(l.TOC), fetched(l.Requests, l.Bytes))
 			}
 			if l.Deep != nil {
 				if l.Error != "" {
@@ -246,6 +255,15 @@ func printReport(w io.Writer, rep *verify.Report, err error) {
 		}
 		fmt.Fprintf(w, "verified: %s\n", chain)
 	}
+}
+
+// fetched says what reading a TOC cost.
+func fetched(requests, bytes int64) string {
+	plural := "s"
+	if requests == 1 {
+		plural = ""
+	}
+	return fmt.Sprintf("%d read%s, %s", requests, plural, size.Format(bytes))
 }
 
 func shortWhere(where string) string {
