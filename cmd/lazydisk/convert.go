@@ -152,9 +152,11 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
 		}
 	}
-	sf, err := sign.ParseFormat(o.sigFormat)
-	if err != nil {
-		return usagef("--signature-format: %w", err)
+	sf := sign.FormatBoth
+	if o.sigFormat != "" {
+		if sf, err = sign.ParseFormat(o.sigFormat); err != nil {
+			return usagef("--signature-format: %w", err)
+		}
 	}
 	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
