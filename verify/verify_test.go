@@ -8,6 +8,11 @@ import (
 	"strings"
 	"testing"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
@@ -76,6 +81,53 @@ func TestSignVerify(t *testing.T) {
 					}
 				})
 			}
+		}
+	}
+}
+
+// TestIndex signs a two-platform index recursively (and another copy not
+// recursively) and checks the whole chain, one platform, and the children's
+// own signatures.
+func TestIndex(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	key := newKey(t)
+	reg := testregistry.Start(t)
+	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
+	for _, arch := range []string{"amd64", "arm64"} {
+		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
+			Add:        diskImage(t, convert.FormatZstdChunked, 3, arch),
+			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
+		})
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, recursive := range []bool{true, false} {
+		r := write(t, fmt.Sprintf("docker://%s/index/recursive-%t:v1", reg.Host, recursive), imageref.Artifact{Index: idx})
+		res, err := sign.Manifest(ctx, r, key.signer, imageref.Options{}, sign.WithRecursive(recursive))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := map[bool]int{true: 3, false: 1}[recursive]; len(res.Signed) != want {
+			t.Errorf("recursive=%t signed %d manifests, want %d", recursive, len(res.Signed), want)
+		}
+		rep, err := verify.Image(ctx, r, key.verifier, imageref.Options{}, verify.WithDeep(true))
+		if err != nil || len(rep.Images) != 2 || rep.Images[1].Platform.Architecture != "arm64" {
+			t.Fatalf("recursive=%t: %v, %+v", recursive, err, rep)
+		}
+		rep, err = verify.Image(ctx, r, key.verifier, imageref.Options{}, verify.WithPlatform(&v1.Platform{OS: "linux", Architecture: "arm64"}))
+		if err != nil || len(rep.Images) != 1 || rep.Images[0].Digest != im.Manifests[1].Digest {
+			t.Errorf("recursive=%t, arm64 only: %v, %+v", recursive, err, rep)
+		}
+		child := mustParse(t, fmt.Sprintf("docker://%s/index/recursive-%t@%s", reg.Host, recursive, im.Manifests[0].Digest))
+		_, err = verify.Signature(ctx, child, key.verifier, imageref.Options{})
+		if recursive && err != nil {
+			t.Errorf("child of a recursively signed index: %v", err)
+		}
+		if !recursive && !errors.Is(err, verify.ErrNoSignature) {
+			t.Errorf("child of an index signed alone: %v, want ErrNoSignature", err)
 		}
 	}
 }
