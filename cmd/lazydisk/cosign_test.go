@@ -83,7 +83,7 @@ func TestCosignInterop(t *testing.T) {
 	})
 	t.Run("lazydisk signs one form, cosign verifies it", func(t *testing.T) {
 		for _, f := range []string{"bundle", "legacy"} {
-			ref := image(t, "interop/lz-" + f)
+			ref := image(t, "interop/lz-"+f)
 			lz(t, "sign", "--key", "lz.key", "--signature-format", f, "-a", "org.example/form="+f, ref)
 			cosignVerify(t, "--key", "lz.pub", "-a", "org.example/form="+f, ref) // cosign falls back to legacy by itself
 		}
