@@ -82,14 +82,18 @@ func cosignBinary(t *testing.T) string {
 	if p, err := exec.LookPath("cosign"); err == nil {
 		return p
 	}
-	for _, dir := range filepath.SplitList(build.Default.GOPATH) {
+	gopath := build.Default.GOPATH
+	if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil && len(bytes.TrimSpace(out)) > 0 {
+		gopath = string(bytes.TrimSpace(out))
+	}
+	for _, dir := range filepath.SplitList(gopath) {
 		p := filepath.Join(dir, "bin", "cosign")
 		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
 			return p
 		}
 	}
-	t.Skip("cosign CLI not found on PATH or in $(go env GOPATH)/bin: install it with " +
-		"`go install github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3` (.ci/run does) to run the interop tests")
+	t.Skip("cosign CLI not found on PATH or in $(go env GOPATH)/bin: run `make cosign` (which .ci/run and CI do) " +
+		"or `go install github.com/sigstore/cosign/v3/cmd/cosign@v3.1.3` to run the interop tests")
 	return ""
 }
 

@@ -300,6 +300,9 @@ func TestSignCLI(t *testing.T) {
 		// another format does not (new digest), unless signed in the same step.
 		wantExit(t, 0, "", "convert", "--estargz", layout, "docker://"+reg.Host+"/cli/layout:v1")
 		wantExit(t, 0, "", "verify", "--key", key+".pub", "--deep", "docker://"+reg.Host+"/cli/layout:v1")
+		// And from one repository to another.
+		wantExit(t, 0, "", "convert", "--estargz", "docker://"+reg.Host+"/cli/layout:v1", "docker://"+reg.Host+"/cli/mirror:v1")
+		wantExit(t, 0, "", "verify", "--key", key+".pub", "docker://"+reg.Host+"/cli/mirror:v1")
 		wantExit(t, 0, "", "convert", "--zstd-chunked", layout, "docker://"+reg.Host+"/cli/zstd:v1")
 		wantExit(t, exitNoSignature, "no signature", "verify", "--key", key+".pub", "docker://"+reg.Host+"/cli/zstd:v1")
 		wantExit(t, 0, "", "convert", "--zstd-chunked", "--sign-key", key+".key", layout, "docker://"+reg.Host+"/cli/zstd:v1")
@@ -320,6 +323,7 @@ func TestSignCLI(t *testing.T) {
 			{2, "KEY=VALUE", []string{"sign", "--key", key + ".key", "-a", "novalue", ref}},
 			{2, "only supported as a source", []string{"sign", "--key", key + ".key", "disk:" + disk}},
 			{2, "invalid image reference", []string{"sign", "--key", key + ".key", "docker://UPPER/Case"}},
+			{2, "convert it to one first", []string{"verify", "--key", key + ".pub", "disk:" + disk}},
 			{2, "--key is required", []string{"verify", ref}},
 			{2, "not a public key", []string{"verify", "--key", key + ".key", ref}},
 			{2, "--signature-format", []string{"verify", "--key", key + ".pub", "--signature-format", "both", ref}},

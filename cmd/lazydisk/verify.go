@@ -147,6 +147,9 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 	if err != nil {
 		return usageError{err}
 	}
+	if ref.Transport != imageref.Docker && ref.Transport != imageref.OCI {
+		return usagef("%s: signatures live beside images in registries (docker://) and OCI layouts (oci:); convert it to one first", ref)
+	}
 	v, err := loadVerifier(o.key)
 	if err != nil {
 		return err
