@@ -4,13 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/lazydisk/lazydisk/convert"
@@ -129,5 +136,39 @@ func TestIndex(t *testing.T) {
 		if !recursive && !errors.Is(err, verify.ErrNoSignature) {
 			t.Errorf("child of an index signed alone: %v, want ErrNoSignature", err)
 		}
+	}
+}
+
+// TestReferrersAPI signs and verifies on a registry that has the referrers
+// API (go-containerregistry's in-memory registry), where no referrers tag
+// must be written.
+func TestReferrersAPI(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	key := newKey(t)
+	r := write(t, "docker://"+host+"/api/img:v1", imageref.Artifact{Image: diskImage(t, convert.FormatEStargz, 4, "amd64")})
+	res, err := sign.Manifest(ctx, r, key.signer, imageref.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []verify.Format{verify.FormatBundle, verify.FormatLegacy} {
+		if _, err := verify.Image(ctx, r, key.verifier, imageref.Options{}, verify.WithFormat(f), verify.WithDeep(true)); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	repo, err := name.NewRepository(host + "/api/img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags, err := remote.List(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fallback := strings.Replace(res.Digest.String(), ":", "-", 1)
+	if slices.Contains(tags, fallback) || !slices.Contains(tags, fallback+".sig") {
+		t.Errorf("tags %v: want the .sig tag and no referrers tag %s on a registry with the referrers API", tags, fallback)
 	}
 }

@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"log"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -16,7 +20,8 @@ import (
 
 // TestCosignInterop checks lazydisk's signatures with the real cosign CLI
 // and cosign's with lazydisk, in both forms, with keys from either tool, on
-// a registry without the referrers API (distribution v3, as registry:2/3).
+// a registry without the referrers API (distribution v3, as registry:2/3)
+// and one with it (go-containerregistry's in-memory registry).
 // Both tools run as separate processes with a fresh HOME and every
 // non-loopback request sent to a dead proxy: signing and verifying need no
 // network. It skips when the cosign CLI is not installed.
@@ -114,6 +119,17 @@ func TestCosignInterop(t *testing.T) {
 		if _, e, c := lazydiskProcess(t, env, dir, "verify", "--key", "cs.pub", ref); c != exitBadSignature {
 			t.Errorf("lazydisk verify with another key: exit %d, want %d: %s", c, exitBadSignature, e)
 		}
+	})
+	t.Run("registry with the referrers API", func(t *testing.T) {
+		srv := httptest.NewServer(registry.New(registry.WithReferrersSupport(true), registry.Logger(log.New(io.Discard, "", 0))))
+		defer srv.Close()
+		host := strings.TrimPrefix(srv.URL, "http://")
+		d := lz(t, "convert", "--estargz", "--chunk-size", "64K", "disk:"+disk, "docker://"+host+"/api/lz:v1")
+		lz(t, "sign", "--key", "lz.key", "docker://"+host+"/api/lz:v1")
+		cosignVerify(t, "--key", "lz.pub", host+"/api/lz@"+d)
+		d = lz(t, "convert", "--estargz", "--chunk-size", "64K", "disk:"+disk, "docker://"+host+"/api/cs:v1")
+		cosignSign(t, "--key", "cs.key", host+"/api/cs@"+d)
+		lz(t, "verify", "--key", "cs.pub", "--signature-format", "bundle", host+"/api/cs@"+d)
 	})
 	t.Run("a signed layout pushed with convert keeps its signatures", func(t *testing.T) {
 		layoutRef := "oci:" + dir + "/layout:v1"
