@@ -32,6 +32,21 @@ test: ## Run all tests (unit, in-process registry round trips, CLI; containers/s
 FUZZTIME ?= 100000x
 FUZZMINIMIZE ?= 5s
 
+# The cosign CLI the interop tests run (cmd/lazydisk/cosign_test.go); they
+# skip when it is missing. Built once into $(go env GOPATH)/bin, about 6
+# minutes on 2 cores; skipped when that version is already there.
+COSIGN_VERSION ?= v3.1.3
+COSIGN_BIN     = $(shell $(GO) env GOPATH | cut -d: -f1)/bin/cosign
+
+.PHONY: cosign
+cosign: ## Install the cosign CLI (COSIGN_VERSION) the interop tests use, unless present
+	@if "$(COSIGN_BIN)" version --json 2>/dev/null | grep -q '"gitVersion": "$(COSIGN_VERSION)"'; then \
+		echo "cosign $(COSIGN_VERSION) is installed: $(COSIGN_BIN)"; \
+	else \
+		echo "building cosign $(COSIGN_VERSION) into $(COSIGN_BIN) (about 6 minutes the first time)"; \
+		GOBIN="$(dir $(COSIGN_BIN))" GOFLAGS= $(GO) install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN_VERSION); \
+	fi
+
 .PHONY: fuzz
 fuzz: ## Fuzz the footer and TOC parsers for FUZZTIME each (default 100000 runs)
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./toc/

@@ -10,11 +10,13 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/size"
+	"github.com/lazydisk/lazydisk/sign"
 )
 
 type convertOptions struct {
@@ -29,6 +31,8 @@ type convertOptions struct {
 	format     string
 	tmpDir     string
 	progress   string
+	signKey    string
+	sigFormat  string
 }
 
 func newConvertCmd(reg *registryOptions) *cobra.Command {
@@ -54,6 +58,13 @@ Layers that already are valid in the chosen format with correct annotations are
 kept as they are unless --force is given. Chunks are compressed on all cores; the
 output is byte-for-byte reproducible.
 
+Signatures travel: when SRC and DST are registries or OCI layouts, the
+signatures attached to every manifest the conversion keeps byte for byte (an
+image already in the chosen format, such as a signed oci: layout pushed to a
+registry) are copied to DST, in both forms. A converted image has a new digest
+that the source's signatures do not cover: sign it in the same step with
+--sign-key (password from $COSIGN_PASSWORD, as for lazydisk sign).
+
 The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 		Example: `  # Build and convert a containerDisk from a local qcow2, no Docker daemon needed
   lazydisk convert --estargz disk:fedora.qcow2 oci:out:latest
@@ -68,7 +79,13 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
   lazydisk convert --estargz --platform linux/arm64 --format json quay.io/containerdisks/fedora:41 oci:fedora-arm:41
 
   # Mirror offline from a "docker save" tarball, keeping the digest in a file
-  lazydisk convert --estargz --digestfile digest.txt docker-archive:fedora.tar oci:mirror:fedora`,
+  lazydisk convert --estargz --digestfile digest.txt docker-archive:fedora.tar oci:mirror:fedora
+
+  # Convert and sign the result in one step (both cosign signature forms)
+  COSIGN_PASSWORD=... lazydisk convert --estargz --sign-key cosign.key disk:fedora.qcow2 docker://registry.example.com/vm/fedora:41
+
+  # Push a signed layout; its signatures are copied along
+  lazydisk convert --estargz oci:out:latest docker://registry.example.com/vm/fedora:41`,
 		Args:              exactArgs(2),
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -86,6 +103,10 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
 	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (when it is a terminal), always or never")
+	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
+	f.StringVar(&o.sigFormat, "signature-format", string(sign.FormatBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
+	_ = cmd.MarkFlagFilename("sign-key", "key")
+	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
@@ -100,6 +121,10 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 type convertOutput struct {
 	Destination string `json:"destination"`
 	convert.Result
+	// CopiedSignatures counts the source's signatures copied to DST.
+	CopiedSignatures *sign.Copied `json:"copiedSignatures,omitempty"`
+	// Signed is what --sign-key signed.
+	Signed *sign.Result `json:"signed,omitempty"`
 }
 
 func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, dstArg string) error {
@@ -125,9 +150,21 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if err != nil {
 		return err
 	}
+	sf := sign.FormatBoth
+	if o.sigFormat != "" {
+		if sf, err = sign.ParseFormat(o.sigFormat); err != nil {
+			return usagef("--signature-format: %w", err)
+		}
+	}
 	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
 		return err
+	}
+	var signer signature.SignerVerifier
+	if o.signKey != "" { // before converting, so a wrong password fails fast
+		if signer, err = loadSigner(cmd, o.signKey); err != nil {
+			return err
+		}
 	}
 	opts := []convert.Option{
 		convert.WithFormat(format),
@@ -184,6 +221,27 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.refOptions()); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
+	out := convertOutput{Destination: dst.String(), Result: conv.Result}
+	if signable(src) && signable(dst) {
+		if keep := keptDigests(art, conv.Result); len(keep) > 0 {
+			n, err := sign.Copy(ctx, src, dst, keep, o.reg.refOptions())
+			if err != nil {
+				return fmt.Errorf("copying the signatures of %s to %s: %w", src, dst, err)
+			}
+			if n.Bundles+n.Legacy > 0 {
+				out.CopiedSignatures = &n
+			}
+		}
+	}
+	if signer != nil {
+		at := dst
+		if dst.Transport == imageref.Docker {
+			at.Name = dst.Name.Context().Digest(conv.Result.Digest.String())
+		}
+		if out.Signed, err = sign.Manifest(ctx, at, signer, o.reg.refOptions(), sign.WithFormat(sf)); err != nil {
+			return fmt.Errorf("signing %s: %w", dst, err)
+		}
+	}
 	if o.digestFile != "" {
 		if err := writeFileAtomic(o.digestFile, []byte(conv.Result.Digest.String()+"\n")); err != nil {
 			return fmt.Errorf("writing --digestfile: %w", err)
@@ -192,11 +250,60 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if o.format == "json" {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
-		return enc.Encode(convertOutput{Destination: dst.String(), Result: conv.Result})
+		return enc.Encode(out)
 	}
 	printSummary(cmd.ErrOrStderr(), dst.String(), conv.Result)
+	if n := out.CopiedSignatures; n != nil {
+		fmt.Fprintf(cmd.ErrOrStderr(), "copied the source's signatures of the unchanged manifests: %d bundle, %d legacy\n", n.Bundles, n.Legacy)
+	}
+	if out.Signed != nil {
+		printSigned(cmd.ErrOrStderr(), out.Signed)
+	}
 	fmt.Fprintln(cmd.OutOrStdout(), conv.Result.Digest)
 	return nil
+}
+
+// signable reports whether signatures can be attached in r's store.
+func signable(r imageref.Reference) bool {
+	return r.Transport == imageref.Docker || r.Transport == imageref.OCI
+}
+
+// keptDigests returns the digests of the source's manifests that the
+// conversion kept byte for byte: their signatures stay valid at DST.
+func keptDigests(src imageref.Artifact, res convert.Result) []v1.Hash {
+	in := map[v1.Hash]bool{}
+	if src.Image != nil {
+		if h, err := src.Image.Digest(); err == nil {
+			in[h] = true
+		}
+	}
+	if src.Index != nil {
+		if h, err := src.Index.Digest(); err == nil {
+			in[h] = true
+		}
+		if im, err := src.Index.IndexManifest(); err == nil {
+			for _, d := range im.Manifests {
+				in[d.Digest] = true
+			}
+		}
+	}
+	var keep []v1.Hash
+	seen := map[v1.Hash]bool{}
+	for _, h := range append([]v1.Hash{res.Digest}, imageDigests(res)...) {
+		if in[h] && !seen[h] {
+			seen[h] = true
+			keep = append(keep, h)
+		}
+	}
+	return keep
+}
+
+func imageDigests(res convert.Result) []v1.Hash {
+	out := make([]v1.Hash, len(res.Images))
+	for i, img := range res.Images {
+		out[i] = img.Digest
+	}
+	return out
 }
 
 // printSummary tells people what happened to each layer.

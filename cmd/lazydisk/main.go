@@ -32,9 +32,19 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	}
 	fmt.Fprintf(stderr, "lazydisk: %s\n", oneLine(err))
+	return exitCode(err)
+}
+
+// exitCode is the exit status for a failed command: 2 for usage errors,
+// 3, 4 and 5 for a missing or bad signature and content that does not match
+// it (see verify --help), 1 otherwise.
+func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
+	}
+	if code := verifyExitCode(err); code != 0 {
+		return code
 	}
 	return 1
 }

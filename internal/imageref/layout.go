@@ -69,9 +69,13 @@ func readLayout(r Reference) (Artifact, error) {
 }
 
 // pickEntry finds the index.json entry r names: the one whose ref.name is
-// r.Tag or, without a tag, the only entry.
+// r.Tag or, without a tag, the only entry that is not an attached artifact
+// (see IsAttachedTag).
 func pickEntry(r Reference, entries []v1.Descriptor) (v1.Descriptor, error) {
 	if r.Tag == "" {
+		entries = slices.DeleteFunc(slices.Clone(entries), func(d v1.Descriptor) bool {
+			return IsAttachedTag(d.Annotations[AnnotationRefName])
+		})
 		switch len(entries) {
 		case 1:
 			return entries[0], nil

@@ -77,6 +77,15 @@ func (o Options) remoteOptions(ctx context.Context, n name.Reference) (name.Refe
 	return n, opts, nil
 }
 
+// Remote returns the reference and go-containerregistry options that Read
+// and Write use for the registry reference n (credentials, the plain-HTTP
+// policy, TLS, user agent, ctx), for packages that make registry calls Read
+// and Write do not, such as listing referrers or reading the tags beside an
+// image. Use the returned reference, not n: it carries the scheme policy.
+func (o Options) Remote(ctx context.Context, n name.Reference) (name.Reference, []remote.Option, error) {
+	return o.remoteOptions(ctx, n)
+}
+
 // schemeName returns n, marked insecure when it may be spoken to over plain
 // HTTP (a loopback registry, or any with PlainHTTP), so that
 // go-containerregistry's ping falls back to HTTP for it.

@@ -29,6 +29,30 @@ const (
 // that holds the entry's tag (image-spec annotations.md).
 const AnnotationRefName = "org.opencontainers.image.ref.name"
 
+// IsAttachedTag reports whether tag names an artifact attached to an image
+// rather than an image: "sha256-<64 hex>" (the referrers tag schema of the
+// OCI distribution spec, an index of the referrers of that digest) or that
+// with ".sig", ".att" or ".sbom" (cosign's signature, attestation and SBOM
+// tags). Signing an oci: layout adds such tags to its index.json, and an
+// untagged oci:DIR reference skips them when it picks the layout's image.
+func IsAttachedTag(tag string) bool {
+	rest, ok := strings.CutPrefix(tag, "sha256-")
+	if !ok || len(rest) < 64 {
+		return false
+	}
+	hex, suffix := rest[:64], rest[64:]
+	for _, c := range hex {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	switch suffix {
+	case "", ".sig", ".att", ".sbom":
+		return true
+	}
+	return false
+}
+
 // Reference is a parsed image reference.
 type Reference struct {
 	Transport Transport

@@ -117,3 +117,23 @@ func TestParseErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestIsAttachedTag(t *testing.T) {
+	t.Parallel()
+	hex := strings.Repeat("0a", 32)
+	for tag, want := range map[string]bool{
+		"sha256-" + hex:                  true,
+		"sha256-" + hex + ".sig":         true,
+		"sha256-" + hex + ".att":         true,
+		"sha256-" + hex + ".sbom":        true,
+		"sha256-" + hex + ".other":       false,
+		"sha256-" + hex[:62]:             false,
+		"sha256-" + strings.ToUpper(hex): false,
+		"latest":                         false,
+		"":                               false,
+	} {
+		if got := imageref.IsAttachedTag(tag); got != want {
+			t.Errorf("IsAttachedTag(%q) = %v, want %v", tag, got, want)
+		}
+	}
+}

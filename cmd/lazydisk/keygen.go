@@ -1,0 +1,102 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lazydisk/lazydisk/sign"
+)
+
+type keygenOptions struct {
+	prefix string
+	force  bool
+}
+
+func newKeygenCmd() *cobra.Command {
+	o := &keygenOptions{}
+	cmd := &cobra.Command{
+		Use:   "keygen",
+		Short: "Make a cosign key pair (PREFIX.key, PREFIX.pub) for sign and verify",
+		Long: `Generate an ECDSA P-256 key pair in cosign's format, as "cosign generate-key-pair"
+does: PREFIX.key holds the private key encrypted with a password (PEM
+"ENCRYPTED SIGSTORE PRIVATE KEY", mode 0600) and PREFIX.pub the public key (PEM
+"PUBLIC KEY"). Keys from either tool work in the other.
+
+The password comes from $COSIGN_PASSWORD (it may be set to the empty string),
+or is asked twice when stdin is a terminal. Existing files are not overwritten
+unless --force is given.`,
+		Example: `  # cosign.key and cosign.pub in the current directory
+  lazydisk keygen
+
+  # In CI, with the password from a secret
+  COSIGN_PASSWORD="$KEY_PASSWORD" lazydisk keygen --output-key-prefix release`,
+		Args: exactArgs(0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return o.run(cmd)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.prefix, "output-key-prefix", "cosign", "write the keys to PREFIX.key and PREFIX.pub")
+	f.BoolVar(&o.force, "force", false, "overwrite existing key files")
+	_ = cmd.MarkFlagFilename("output-key-prefix")
+	return cmd
+}
+
+func (o *keygenOptions) run(cmd *cobra.Command) error {
+	if o.prefix == "" {
+		return usagef("--output-key-prefix must not be empty")
+	}
+	privPath, pubPath := o.prefix+".key", o.prefix+".pub"
+	if !o.force {
+		for _, p := range []string{privPath, pubPath} {
+			if _, err := os.Stat(p); err == nil {
+				return usagef("%s exists: choose another --output-key-prefix, or --force to overwrite it", p)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	pw, err := keyPassword(cmd, privPath, true)
+	if err != nil {
+		return err
+	}
+	priv, pub, err := sign.GenerateKeyPair(pw)
+	if err != nil {
+		return err
+	}
+	if err := writeKeyFile(privPath, priv, 0o600); err != nil {
+		return fmt.Errorf("writing the private key: %w", err)
+	}
+	if err := writeKeyFile(pubPath, pub, 0o644); err != nil {
+		return fmt.Errorf("writing the public key: %w", err)
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
+	return nil
+}
+
+// writeKeyFile writes data to path with mode perm, through a temporary file
+// created with that mode and a rename.
+func writeKeyFile(path string, data []byte, perm os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Chmod(perm); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
