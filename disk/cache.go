@@ -16,6 +16,8 @@ type memCache struct {
 	limit, used int64
 	order       *list.List // of *memEntry, most recent first
 	byIndex     map[int]*list.Element
+	// evicted, if set, is told of each chunk dropped to make room.
+	evicted func(i int)
 }
 
 type memEntry struct {
@@ -36,13 +38,21 @@ func (c *memCache) get(i int) ([]byte, bool) {
 	return e.Value.(*memEntry).data, true
 }
 
-func (c *memCache) put(i int, data []byte) {
+// has reports whether chunk i is cached, without making it recent.
+func (c *memCache) has(i int) bool {
+	_, ok := c.byIndex[i]
+	return ok
+}
+
+// put caches chunk i and reports whether it did: a chunk larger than the
+// cache is not kept.
+func (c *memCache) put(i int, data []byte) bool {
 	if int64(len(data)) > c.limit {
-		return
+		return false
 	}
 	if e, ok := c.byIndex[i]; ok {
 		c.order.MoveToFront(e)
-		return
+		return true
 	}
 	c.byIndex[i] = c.order.PushFront(&memEntry{i, data})
 	c.used += int64(len(data))
@@ -52,7 +62,11 @@ func (c *memCache) put(i int, data []byte) {
 		c.order.Remove(e)
 		delete(c.byIndex, old.i)
 		c.used -= int64(len(old.data))
+		if c.evicted != nil {
+			c.evicted(old.i)
+		}
 	}
+	return true
 }
 
 // dirCache keeps verified chunks in a directory, as DIR/ALG/HEX[:2]/HEX,

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -336,5 +340,117 @@ func TestContext(t *testing.T) {
 	cancel()
 	if _, err := f.ReadAt(make([]byte, 10), 0); !errors.Is(err, context.Canceled) {
 		t.Errorf("ReadAt after cancel: %v", err)
+	}
+}
+
+// TestReadahead reads the disk sequentially through ReadAt with
+// readahead: the bytes are right, the chunks ahead are fetched before they
+// are asked for, with fewer requests than without readahead, while an
+// isolated read still fetches only its chunk.
+func TestReadahead(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t)
+	data := diskOnce()
+	for _, format := range formats {
+		t.Run(string(format), func(t *testing.T) {
+			t.Parallel()
+			ref, _ := pushDisk(t, reg, "readahead/"+string(format), format, data, nil)
+			f := open(t, ref, disk.WithReadahead(1<<20))
+			bounds, comp := disk.ChunkBounds(f), disk.CompressedSizes(f)
+			i := len(comp) / 2
+			for comp[i] == 0 {
+				i++
+			}
+			checkRead(t, f, data, bounds[i]+10, 4096)
+			if st := f.Stats(); st.ChunksFetched != 1 || st.BytesFetched-st.TOCBytes != comp[i] || st.ReadaheadChunks != 0 {
+				t.Errorf("an isolated 4 KiB read: %+v; want its chunk only", st)
+			}
+
+			const step = 48 << 10 // not a multiple of the chunk size
+			sequential := func(f *disk.File) disk.Stats {
+				for off := int64(0); off < int64(len(data)); off += step {
+					checkRead(t, f, data, off, step)
+				}
+				return f.Stats()
+			}
+			with := sequential(open(t, ref, disk.WithReadahead(1<<20)))
+			without := sequential(open(t, ref))
+			if with.ReadaheadChunks == 0 || with.ReadaheadHits != with.ReadaheadChunks || without.ReadaheadChunks != 0 {
+				t.Errorf("with readahead: %+v; without: %+v; want chunks read ahead, all of them used", with, without)
+			}
+			if with.ChunksFetched != without.ChunksFetched || 2*(with.Requests-with.TOCRequests) > without.Requests-without.TOCRequests {
+				t.Errorf("with readahead: %d chunks in %d requests; without: %d in %d; want the same chunks in less than half the requests",
+					with.ChunksFetched, with.Requests-with.TOCRequests, without.ChunksFetched, without.Requests-without.TOCRequests)
+			}
+
+			// Four readers with reads in flight at once, as an NBD client
+			// with several connections.
+			g := open(t, ref, disk.WithReadahead(1<<20), disk.WithCacheSize(2<<20))
+			var wg sync.WaitGroup
+			for w := range int64(4) {
+				wg.Go(func() {
+					for off := w * step; off < int64(len(data)); off += 4 * step {
+						checkRead(t, g, data, off, step)
+					}
+				})
+			}
+			wg.Wait()
+			if st := g.Stats(); st.ReadaheadHits == 0 {
+				t.Errorf("four readers: %+v; want chunks read ahead and used", st)
+			}
+		})
+	}
+}
+
+// TestReadaheadClose checks that Close cancels the readahead in flight: the
+// registry never answers the requests for what is read ahead, yet Close
+// returns at once.
+func TestReadaheadClose(t *testing.T) {
+	t.Parallel()
+	var stallFrom atomic.Int64
+	stallFrom.Store(-1)
+	stalled := make(chan struct{}, 64)
+	reg := testregistry.Start(t, testregistry.WithMiddleware(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var first int64
+			if from := stallFrom.Load(); from >= 0 && strings.Contains(r.URL.Path, "/blobs/") {
+				if _, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-", &first); err == nil && first >= from {
+					stalled <- struct{}{}
+					<-r.Context().Done()
+					return
+				}
+			}
+			next.ServeHTTP(w, r)
+		})
+	}))
+	data := diskOnce()
+	ref, img := pushDisk(t, reg, "readahead-close", convert.FormatEStargz, data, nil)
+	f, err := disk.Open(t.Context(), ref, anonymous(), disk.WithReadahead(1<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	blob, err := os.ReadFile(reg.BlobPath(layerDigest(t, img).String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Chunks before the fourth are read; from the fourth on, the registry
+	// stalls.
+	stallFrom.Store(chunkBlobOffset(t, blob, int64(len(blob)), img, 3*testChunk))
+	for k := range int64(3) {
+		checkRead(t, f, data, k*testChunk, testChunk)
+	}
+	select {
+	case <-stalled:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("no readahead request after three sequential reads: %+v", f.Stats())
+	}
+	start := time.Now()
+	f.Close()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("Close took %s with readahead in flight", took)
+	}
+	if st := f.Stats(); st.ReadaheadChunks == 0 {
+		t.Errorf("%+v: want chunks read ahead", st)
 	}
 }

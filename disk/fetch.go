@@ -38,9 +38,15 @@ type fetcher struct {
 
 	mu       sync.Mutex
 	inflight map[int]*inflight
-	wg       sync.WaitGroup
+	// ahead holds the chunks readahead fetched that no read has asked for
+	// yet, in flight or in the memory cache; aheadBytes is their size,
+	// which aheadLimit bounds.
+	ahead                  map[int]struct{}
+	aheadBytes, aheadLimit int64
+	wg                     sync.WaitGroup
 
 	fetched, hits, diskHits, zeros atomic.Int64
+	prefetched, aheadHits          atomic.Int64
 }
 
 func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File, o options) (*fetcher, error) {
@@ -54,7 +60,10 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		sem:        make(chan struct{}, o.concurrency),
 		cache:      newMemCache(o.cacheSize),
 		inflight:   map[int]*inflight{},
+		ahead:      map[int]struct{}{},
+		aheadLimit: o.readahead,
 	}
+	fe.cache.evicted = func(i int) { fe.unahead(i) }
 	if o.cacheDir != "" {
 		d, err := openDirCache(o.cacheDir)
 		if err != nil {
@@ -111,7 +120,9 @@ func (fe *fetcher) close() {
 }
 
 // read fills p, which is within the file and not empty, from offset off.
-func (fe *fetcher) read(p []byte, off int64) (int, error) {
+// If then is set, it is called once the fetches the read needs are started,
+// before the read waits for them.
+func (fe *fetcher) read(p []byte, off int64, then func()) (int, error) {
 	end := off + int64(len(p))
 	first := sort.Search(len(fe.chunks), func(i int) bool { return fe.chunks[i].Offset+fe.chunks[i].Size > off })
 	// part returns the bytes of p that chunk i covers, and where they start in the chunk.
@@ -130,6 +141,9 @@ func (fe *fetcher) read(p []byte, off int64) (int, error) {
 			continue
 		}
 		fe.mu.Lock()
+		if fe.unahead(i) {
+			fe.aheadHits.Add(1)
+		}
 		if data, ok := fe.cache.get(i); ok {
 			fe.mu.Unlock()
 			copy(dst, data[from:])
@@ -146,6 +160,9 @@ func (fe *fetcher) read(p []byte, off int64) (int, error) {
 		waits = append(waits, pending{i, call})
 	}
 	fe.start(claimed)
+	if then != nil {
+		then()
+	}
 
 	n := 0 // bytes of p known good, in order
 	var firstErr error
@@ -172,6 +189,64 @@ func (fe *fetcher) read(p []byte, off int64) (int, error) {
 		n += len(dst)
 	}
 	return n, firstErr
+}
+
+// prefetch starts fetching the chunks of [off, end) that are neither
+// zero, cached nor in flight, for a read to come, unless that would take
+// the bytes fetched ahead of reads past the readahead. It reports whether
+// it had room.
+func (fe *fetcher) prefetch(off, end int64) bool {
+	first := sort.Search(len(fe.chunks), func(i int) bool { return fe.chunks[i].Offset+fe.chunks[i].Size > off })
+	fe.mu.Lock()
+	var claimed []int
+	var size int64
+	for i := first; i < len(fe.chunks) && fe.chunks[i].Offset < end; i++ {
+		if _, ok := fe.inflight[i]; ok || fe.chunks[i].Zero || fe.cache.has(i) {
+			continue
+		}
+		claimed = append(claimed, i)
+		size += fe.chunks[i].Size
+	}
+	if fe.aheadBytes+size > fe.aheadLimit {
+		fe.mu.Unlock()
+		return false
+	}
+	for _, i := range claimed {
+		fe.inflight[i] = &inflight{done: make(chan struct{})}
+		fe.ahead[i] = struct{}{}
+	}
+	fe.aheadBytes += size
+	fe.mu.Unlock()
+	if len(claimed) > 0 {
+		fe.prefetched.Add(int64(len(claimed)))
+		// start reads the cache directory, which the reader that
+		// triggered the readahead should not wait for.
+		fe.wg.Go(func() { fe.start(claimed) })
+	}
+	return true
+}
+
+// release forgets that readahead fetched the chunks of [off, end) for a
+// read to come: the stream they were fetched for has ended. They stay
+// cached, but no longer count against the readahead.
+func (fe *fetcher) release(off, end int64) {
+	first := sort.Search(len(fe.chunks), func(i int) bool { return fe.chunks[i].Offset+fe.chunks[i].Size > off })
+	fe.mu.Lock()
+	defer fe.mu.Unlock()
+	for i := first; i < len(fe.chunks) && fe.chunks[i].Offset < end; i++ {
+		fe.unahead(i)
+	}
+}
+
+// unahead forgets that readahead fetched chunk i, if it did, and reports
+// whether it did. The caller holds fe.mu.
+func (fe *fetcher) unahead(i int) bool {
+	if _, ok := fe.ahead[i]; !ok {
+		return false
+	}
+	delete(fe.ahead, i)
+	fe.aheadBytes -= fe.chunks[i].Size
+	return true
 }
 
 // good reports whether chunk i, which a read waited for or found, has its bytes.
@@ -305,8 +380,8 @@ func (fe *fetcher) finish(i int, data []byte, err error) {
 	fe.mu.Lock()
 	call := fe.inflight[i]
 	delete(fe.inflight, i)
-	if err == nil {
-		fe.cache.put(i, data)
+	if err != nil || !fe.cache.put(i, data) {
+		fe.unahead(i) // nothing keeps it for a read to come
 	}
 	fe.mu.Unlock()
 	call.data, call.err = data, err

@@ -18,6 +18,7 @@ import (
 // concurrently.
 type File struct {
 	ctx      context.Context
+	cancel   context.CancelFunc
 	ref      string
 	manifest v1.Hash
 	layer    v1.Descriptor
@@ -27,6 +28,7 @@ type File struct {
 	blob     blob.Blob
 	tocStats blob.Stats
 	fetch    *fetcher
+	ahead    *detector // nil without readahead
 	closed   atomic.Bool
 }
 
@@ -54,9 +56,15 @@ type Stats struct {
 	DiskCacheHits int64 `json:"diskCacheHits"`
 	// ZeroChunks counts chunk reads served as zeros without fetching.
 	ZeroChunks int64 `json:"zeroChunks"`
+	// ReadaheadChunks counts chunks fetched ahead of sequential reads
+	// (WithReadahead), and ReadaheadHits those of them that a read then
+	// asked for; they are in ChunksFetched, and the hits in CacheHits when
+	// they had arrived.
+	ReadaheadChunks int64 `json:"readaheadChunks"`
+	ReadaheadHits   int64 `json:"readaheadHits"`
 }
 
-func newFile(ctx context.Context, b blob.Blob, ix *toc.Index, name string, o options) (*File, error) {
+func newFile(ctx context.Context, cancel context.CancelFunc, b blob.Blob, ix *toc.Index, name string, o options) (*File, error) {
 	tf, ok := ix.Lookup(name)
 	if !ok {
 		return nil, ErrFileNotFound
@@ -70,7 +78,11 @@ func newFile(ctx context.Context, b blob.Blob, ix *toc.Index, name string, o opt
 	if err != nil {
 		return nil, err
 	}
-	return &File{ctx: ctx, name: tf.Name, size: tf.Size, format: ix.Format, blob: b, fetch: fe}, nil
+	f := &File{ctx: ctx, cancel: cancel, name: tf.Name, size: tf.Size, format: ix.Format, blob: b, fetch: fe}
+	if o.readahead > 0 {
+		f.ahead = newDetector(o.readahead, tf.Size, fe)
+	}
+	return f, nil
 }
 
 // Name returns the file's path in the image, without a leading "/".
@@ -102,15 +114,19 @@ func (f *File) Stats() Stats {
 		CacheHits:     f.fetch.hits.Load(),
 		DiskCacheHits: f.fetch.diskHits.Load(),
 		ZeroChunks:    f.fetch.zeros.Load(),
+
+		ReadaheadChunks: f.fetch.prefetched.Load(),
+		ReadaheadHits:   f.fetch.aheadHits.Load(),
 	}
 }
 
-// Close waits for the fetches in flight and releases the connections. Reads
-// fail after it.
+// Close cancels the fetches in flight, readahead included, waits for them
+// to end and releases the connections. Reads fail after it.
 func (f *File) Close() error {
 	if f.closed.Swap(true) {
 		return nil
 	}
+	f.cancel()
 	f.fetch.close()
 	return f.blob.Close()
 }
@@ -118,8 +134,14 @@ func (f *File) Close() error {
 // ReadAt reads len(p) bytes at off, following io.ReaderAt: a read that
 // reaches past the end returns the bytes up to it and io.EOF. Every byte it
 // returns is from a chunk that matched its digest. On an error it returns
-// the bytes read before the first chunk that failed.
+// the bytes read before the first chunk that failed. With WithReadahead, a
+// read that continues a sequential stream of reads fetches ahead of it.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
+	return f.readAt(p, off, f.ahead)
+}
+
+// readAt is ReadAt, telling d of the read if d is set.
+func (f *File) readAt(p []byte, off int64, d *detector) (int, error) {
 	if off < 0 {
 		return 0, fmt.Errorf("reading %s at offset %d: negative offset", f.name, off)
 	}
@@ -139,7 +161,12 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if err := f.ctx.Err(); err != nil {
 		return 0, err
 	}
-	n, err := f.fetch.read(p, off)
+	var then func()
+	if d != nil {
+		end := off + int64(len(p))
+		then = func() { d.observe(off, end) }
+	}
+	n, err := f.fetch.read(p, off, then)
 	if err != nil {
 		return n, err
 	}

@@ -27,7 +27,14 @@ const diskDir = "disk"
 //
 // ctx is bound to the File: once it is done, reads fail with its error. It
 // must outlive the File.
-func Open(ctx context.Context, ref string, opts ...Option) (*File, error) {
+func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) {
+	// Close cancels what the File's requests run under.
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
@@ -91,7 +98,7 @@ func Open(ctx context.Context, ref string, opts ...Option) (*File, error) {
 			return nil, fmt.Errorf("layer %d (%s) of %s holds %s, but %w: run `lazydisk annotate`, or accept an unanchored TOC with --insecure-skip-toc-digest",
 				i, d.Digest, r, name, ErrNoTOCDigest)
 		}
-		f, err := newFile(ctx, b, ix, name, o)
+		f, err := newFile(ctx, cancel, b, ix, name, o)
 		if err != nil {
 			b.Close()
 			return nil, fmt.Errorf("%s in layer %d of %s: %w", name, i, r, err)

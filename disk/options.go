@@ -21,6 +21,11 @@ const (
 	// DefaultMaxRequest caps the compressed bytes one merged request asks
 	// for: 4 MiB, so that a long read still runs several requests at once.
 	DefaultMaxRequest = 4 << 20
+	// DefaultReadahead is a readahead that keeps a sequential reader
+	// (qemu-img convert or nbdcopy through `lazydisk serve`) at the speed
+	// of WriteRange: 32 MiB, eight requests of 4 MiB. WithReadahead turns
+	// readahead on; it is off unless asked for.
+	DefaultReadahead = 32 << 20
 	// DefaultTail is how much of the end of a layer Open fetches first: the
 	// footer and, for small disks, the whole TOC. A larger TOC costs one more
 	// request for the bytes the tail lacked.
@@ -43,6 +48,7 @@ type options struct {
 	concurrency   int
 	maxRequest    int64
 	retry         RetryPolicy
+	readahead     int64
 	tail          int64
 }
 
@@ -105,6 +111,19 @@ func WithMaxRequest(n int64) Option { return func(o *options) { o.maxRequest = n
 // 30 s without data ends a request).
 func WithRetry(p RetryPolicy) Option { return func(o *options) { o.retry = p } }
 
+// WithReadahead makes ReadAt detect sequential streams of reads (several
+// may run at once, as from the connections of an NBD client) and fetch the
+// chunks ahead of each before they are asked for, so that a copy through
+// ReadAt runs as fast as WriteRange. n bounds the bytes fetched ahead and not
+// yet read, all streams together, and is capped at half the memory cache
+// (WithCacheSize), which holds them: WithCacheSize(0) leaves no room for
+// readahead. A stream is a run of at least three reads each of which starts
+// near where the previous ones ended; an isolated read never triggers it, so
+// random reads still fetch only the chunks they cover. Fetches ahead share
+// the requests of WithConcurrency with reads, and Close cancels them. The
+// default is 0: no readahead (see DefaultReadahead).
+func WithReadahead(n int64) Option { return func(o *options) { o.readahead = n } }
+
 func newOptions(opts []Option) (options, error) {
 	o := options{
 		cacheSize:   DefaultCacheSize,
@@ -123,7 +142,10 @@ func newOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("concurrency %d: at least 1 request must run", o.concurrency)
 	case o.maxRequest < 1:
 		return o, fmt.Errorf("maximum request size %d is not positive", o.maxRequest)
+	case o.readahead < 0:
+		return o, fmt.Errorf("readahead %d is negative", o.readahead)
 	}
+	o.readahead = min(o.readahead, o.cacheSize/2)
 	o.registry.Platform = o.platform
 	return o, nil
 }

@@ -49,7 +49,7 @@ func (f *File) WriteRange(w io.Writer, off, n int64) (int64, error) {
 			}
 			s := &segment{buf: buf[:min(segmentSize, end-o)], done: make(chan struct{})}
 			go func(o int64) {
-				s.n, s.err = f.ReadAt(s.buf, o)
+				s.n, s.err = f.readAt(s.buf, o, nil) // it reads ahead itself
 				if s.err == io.EOF && s.n == len(s.buf) {
 					s.err = nil
 				}
