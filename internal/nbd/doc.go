@@ -13,6 +13,9 @@
 // holes where a Backend that is an Extenter reports zeros), NBD_CMD_FLUSH
 // (nothing to do) and NBD_CMD_BLOCK_STATUS. Requests of one connection are
 // answered concurrently, and several connections may share one Backend.
+// ParseAddress, Listen and URI give the listener for a unix:// or tcp://
+// address (replacing a unix socket left by a server that is gone) and the
+// NBD URI (doc/uri.md) clients connect with.
 //
 // It deliberately does not write: exports are read-only, and NBD_CMD_WRITE,
 // TRIM and WRITE_ZEROES fail with EPERM. It has no TLS (NBD_OPT_STARTTLS is

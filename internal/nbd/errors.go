@@ -9,6 +9,9 @@ var (
 	ErrInvalidExport = errors.New("invalid nbd export")
 	// ErrInvalidOption means an Option given to New is out of range.
 	ErrInvalidOption = errors.New("invalid nbd server option")
+	// ErrAddressInUse means Listen found a server answering on the unix
+	// socket it was to listen on.
+	ErrAddressInUse = errors.New("address in use")
 )
 
 // Errors a connection ends with. They reach only the logger and the tests.

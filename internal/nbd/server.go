@@ -342,34 +342,36 @@ func retryable(err error) bool {
 // Stats counts what a Server has done since New.
 type Stats struct {
 	// Connections counts connections accepted, refused ones included.
-	Connections int64
+	Connections int64 `json:"connections"`
 	// Active is how many connections are open now.
-	Active int64
+	Active int64 `json:"active"`
 	// Refused counts connections closed at once because the maximum number
 	// of connections was open.
-	Refused int64
+	Refused int64 `json:"refused"`
 	// HandshakeFailures counts connections that ended before the
 	// transmission phase other than by NBD_OPT_ABORT: a protocol violation,
 	// an unknown name in NBD_OPT_EXPORT_NAME, the handshake timeout, or the
 	// client hanging up.
-	HandshakeFailures int64
+	HandshakeFailures int64 `json:"handshakeFailures"`
 	// Reads, BlockStatus and Flushes count requests of each kind.
-	Reads, BlockStatus, Flushes int64
+	Reads       int64 `json:"reads"`
+	BlockStatus int64 `json:"blockStatus"`
+	Flushes     int64 `json:"flushes"`
 	// Writes counts NBD_CMD_WRITE, NBD_CMD_TRIM and NBD_CMD_WRITE_ZEROES
 	// requests, all refused with EPERM.
-	Writes int64
+	Writes int64 `json:"writes"`
 	// Unknown counts requests of commands the server does not know.
-	Unknown int64
+	Unknown int64 `json:"unknown"`
 	// Errors counts requests answered with an error: invalid requests,
 	// writes, and requests whose backend call failed.
-	Errors int64
+	Errors int64 `json:"errors"`
 	// BackendErrors counts failed ReadAt and Extents calls.
-	BackendErrors int64
+	BackendErrors int64 `json:"backendErrors"`
 	// BytesRead counts bytes that reads got from backends' ReadAt.
-	BytesRead int64
+	BytesRead int64 `json:"bytesRead"`
 	// ZeroBytes counts bytes of reads answered as zeros without calling
 	// ReadAt, because an Extenter reported them as zero.
-	ZeroBytes int64
+	ZeroBytes int64 `json:"zeroBytes"`
 }
 
 type counters struct {
