@@ -20,7 +20,7 @@ const execAsLazydisk = "LAZYDISK_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(execAsLazydisk) == "1" {
-		os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+		main() // exits, stopping on SIGINT and SIGTERM as lazydisk does
 	}
 	os.Exit(m.Run())
 }

@@ -16,20 +16,14 @@ import (
 )
 
 type readOptions struct {
-	reg         *registryOptions
-	file        string
-	ranges      string
-	output      string
-	stats       string
-	platform    string
-	cacheDir    string
-	cacheSize   string
-	concurrency int
-	skipTOC     bool
+	disk   diskFlags
+	ranges string
+	output string
+	stats  string
 }
 
 func newReadCmd(reg *registryOptions) *cobra.Command {
-	o := &readOptions{reg: reg}
+	o := &readOptions{disk: diskFlags{reg: reg}}
 	cmd := &cobra.Command{
 		Use:   "read REF --range OFFSET:LENGTH[,...]|all",
 		Short: "Read byte ranges of the disk in an image, fetching and verifying only the chunks they cover",
@@ -61,21 +55,13 @@ tokens and signed storage URLs are renewed.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.file, "file", "", "the file to read (default: the single regular file under /disk/)")
 	f.StringVar(&o.ranges, "range", "", "OFFSET:LENGTH[,OFFSET:LENGTH...], or all (required)")
 	f.StringVarP(&o.output, "output", "o", "", "write the bytes to this file (atomically) or - for stdout (default: stdout, unless it is a terminal)")
 	f.StringVar(&o.stats, "stats", "", "print requests, bytes fetched and time to stderr: text or json")
 	f.Lookup("stats").NoOptDefVal = "text"
-	f.StringVar(&o.platform, "platform", "", "the image of an index to read (os/arch[/variant]; default: this machine's)")
-	f.StringVar(&o.cacheDir, "cache-dir", "", "keep verified chunks in this directory too, for later reads and other images")
-	f.StringVar(&o.cacheSize, "cache-size", size.Format(disk.DefaultCacheSize), "memory cache of verified chunks")
-	f.IntVar(&o.concurrency, "concurrency", disk.DefaultConcurrency, "range requests in flight at once")
-	f.BoolVar(&o.skipTOC, "insecure-skip-toc-digest", false, "read a layer that has no TOC digest annotation (its TOC is then not tied to the manifest)")
+	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("range", cobra.FixedCompletions([]string{"all", "0:4K"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("stats", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("file", cobra.NoFileCompletions)
-	_ = cmd.MarkFlagDirname("cache-dir")
 	return cmd
 }
 
@@ -126,34 +112,16 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	if o.stats != "" && o.stats != "text" && o.stats != "json" {
-		return usagef("--stats must be text or json, not %q", o.stats)
+	if err := checkStatsFlag(o.stats); err != nil {
+		return err
 	}
-	cacheSize, err := size.Parse(o.cacheSize)
+	opts, err := o.disk.options()
 	if err != nil {
-		return usagef("--cache-size: %w", err)
-	}
-	if o.concurrency < 1 {
-		return usagef("--concurrency must be at least 1")
+		return err
 	}
 	stdout := cmd.OutOrStdout()
 	if o.output == "" && isTerminal(stdout) {
 		return usagef("refusing to write disk bytes to a terminal: use -o FILE, or -o - to insist")
-	}
-	opts := []disk.Option{
-		disk.WithFile(o.file), disk.WithCacheSize(cacheSize), disk.WithCacheDir(o.cacheDir),
-		disk.WithConcurrency(o.concurrency), disk.WithUserAgent("lazydisk/" + version()),
-	}
-	opts = append(opts, o.reg.diskOptions()...)
-	p, err := parsePlatformFlag(o.platform)
-	if err != nil {
-		return err
-	}
-	if p != nil {
-		opts = append(opts, disk.WithPlatform(*p))
-	}
-	if o.skipTOC {
-		opts = append(opts, disk.WithInsecureSkipTOCDigest())
 	}
 	start := time.Now()
 	f, err := disk.Open(ctx, refArg, opts...)

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/internal/size"
+)
+
+// diskFlags are the flags of the commands that open a disk lazily (read,
+// serve): which file of which image, and how its chunks are fetched and
+// cached.
+type diskFlags struct {
+	reg         *registryOptions
+	file        string
+	platform    string
+	cacheDir    string
+	cacheSize   string
+	concurrency int
+	skipTOC     bool
+}
+
+func (d *diskFlags) addFlags(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&d.file, "file", "", "the file to read (default: the single regular file under /disk/)")
+	f.StringVar(&d.platform, "platform", "", "the image of an index to read (os/arch[/variant]; default: this machine's)")
+	f.StringVar(&d.cacheDir, "cache-dir", "", "keep verified chunks in this directory too, for later reads and other images")
+	f.StringVar(&d.cacheSize, "cache-size", size.Format(disk.DefaultCacheSize), "memory cache of verified chunks")
+	f.IntVar(&d.concurrency, "concurrency", disk.DefaultConcurrency, "range requests in flight at once")
+	f.BoolVar(&d.skipTOC, "insecure-skip-toc-digest", false, "read a layer that has no TOC digest annotation (its TOC is then not tied to the manifest)")
+	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("file", cobra.NoFileCompletions)
+	_ = cmd.MarkFlagDirname("cache-dir")
+}
+
+// options checks the flags and returns the disk.Open options they ask for,
+// with the registry options.
+func (d *diskFlags) options() ([]disk.Option, error) {
+	cacheSize, err := size.Parse(d.cacheSize)
+	if err != nil {
+		return nil, usagef("--cache-size: %w", err)
+	}
+	if d.concurrency < 1 {
+		return nil, usagef("--concurrency must be at least 1")
+	}
+	opts := []disk.Option{
+		disk.WithFile(d.file), disk.WithCacheSize(cacheSize), disk.WithCacheDir(d.cacheDir),
+		disk.WithConcurrency(d.concurrency), disk.WithUserAgent("lazydisk/" + version()),
+	}
+	opts = append(opts, d.reg.diskOptions()...)
+	p, err := parsePlatformFlag(d.platform)
+	if err != nil {
+		return nil, err
+	}
+	if p != nil {
+		opts = append(opts, disk.WithPlatform(*p))
+	}
+	if d.skipTOC {
+		opts = append(opts, disk.WithInsecureSkipTOCDigest())
+	}
+	return opts, nil
+}
+
+// checkStatsFlag checks --stats: empty, text or json.
+func checkStatsFlag(s string) error {
+	if s != "" && s != "text" && s != "json" {
+		return usagef("--stats must be text or json, not %q", s)
+	}
+	return nil
+}

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/internal/nbd"
+	"github.com/lazydisk/lazydisk/internal/size"
+)
+
+type serveOptions struct {
+	disk        diskFlags
+	listen      string
+	allowRemote bool
+	readahead   string
+	maxConns    int
+	stats       string
+	verbose     bool
+}
+
+func newServeCmd(reg *registryOptions) *cobra.Command {
+	o := &serveOptions{disk: diskFlags{reg: reg}}
+	cmd := &cobra.Command{
+		Use:   "serve REF --listen unix:///PATH|tcp://HOST:PORT",
+		Short: "Serve the disk in an image over NBD, read-only, fetching chunks as clients read them",
+		Long: `Serve the VM disk (by default the single file under /disk/) of a seekable
+eStargz or zstd:chunked image as a read-only NBD export, so that qemu, qemu-img,
+nbdcopy, nbdinfo or the kernel's nbd client can use it without downloading the
+layer. As with read, the TOC is checked against the manifest's TOC digest
+annotation, and each chunk is fetched when a client first reads it and checked
+against its digest before any of its bytes are sent.
+
+All connections share one cache of verified chunks, so clients that open
+several connections (nbdcopy, qemu-img with multi-conn) fetch each chunk once.
+Reads that run sequentially, several streams at once, are read ahead (up to
+--readahead bytes fetched before they are asked for), so a whole copy runs
+about as fast as read --range all; isolated reads fetch only the chunks they
+cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
+
+--listen is a unix socket (unix:///run/disk.sock; a stale socket file that
+nothing answers on is replaced, and the file is removed on exit) or a TCP
+address. The server has no TLS and no authentication, so TCP is limited to
+loopback addresses (127.0.0.1, [::1], localhost) unless --allow-remote is given.
+
+Once listening, serve prints the NBD URI to stderr. It runs until interrupted
+(SIGINT, SIGTERM), then closes the connections and exits 0, printing what it
+served with --stats. Errors reading the disk are logged to stderr (log/slog)
+and answered with EIO.`,
+		Example: `  # Serve on a unix socket; the URI to use is printed on stderr
+  lazydisk serve quay.io/containerdisks/fedora:41-esgz --listen unix:///tmp/fedora.sock
+
+  # Look at it
+  qemu-img info nbd+unix:///?socket=/tmp/fedora.sock
+  nbdinfo --map nbd+unix:///?socket=/tmp/fedora.sock
+
+  # Copy it, converted to raw, or as it is (nbdcopy opens 4 connections)
+  qemu-img convert -f qcow2 -O raw nbd+unix:///?socket=/tmp/fedora.sock fedora.raw
+  nbdcopy nbd+unix:///?socket=/tmp/fedora.sock fedora.qcow2
+
+  # Read 4 KiB at 1 GiB: fetches only the chunk under it
+  qemu-io -r -f raw -c 'read 1G 4k' nbd+unix:///?socket=/tmp/fedora.sock
+
+  # Boot a VM from it, with writes going to a local overlay
+  qemu-img create -f qcow2 -F qcow2 -b nbd+unix:///?socket=/tmp/fedora.sock overlay.qcow2
+  qemu-system-x86_64 -m 2G -drive file=overlay.qcow2,if=virtio
+
+  # On TCP, with a cache that outlives the process and stats on exit
+  lazydisk serve registry.example.com/vm/fedora:41 --listen tcp://127.0.0.1:10809 \
+      --cache-dir ~/.cache/lazydisk --stats
+  qemu-system-x86_64 -m 2G -snapshot -drive file=nbd://127.0.0.1:10809,format=qcow2,if=virtio`,
+		Args:              exactArgs(1),
+		ValidArgsFunction: completeRef,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return o.run(cmd.Context(), cmd, args[0])
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.listen, "listen", "", "where to listen: unix:///PATH or tcp://HOST:PORT (required)")
+	f.BoolVar(&o.allowRemote, "allow-remote", false, "allow a TCP address other machines can reach (the server has no TLS or authentication)")
+	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads, all streams together (0: none; at most half of --cache-size)")
+	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
+	f.StringVar(&o.stats, "stats", "", "on exit, print connections, requests, bytes served and fetched to stderr: text or json")
+	f.Lookup("stats").NoOptDefVal = "text"
+	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and failed requests too")
+	o.disk.addFlags(cmd)
+	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("max-connections", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("stats", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg string) error {
+	if o.listen == "" {
+		return usagef("serve needs --listen unix:///PATH or --listen tcp://127.0.0.1:PORT")
+	}
+	addr, err := nbd.ParseAddress(o.listen)
+	if err != nil {
+		return usagef("--listen: %w", err)
+	}
+	if !o.allowRemote && !addr.Loopback() {
+		return usagef("--listen %s: other machines could reach it, and the NBD server has no TLS or authentication; listen on a unix socket, 127.0.0.1 or [::1], or pass --allow-remote", o.listen)
+	}
+	if err := checkStatsFlag(o.stats); err != nil {
+		return err
+	}
+	readahead, err := size.Parse(o.readahead)
+	if err != nil {
+		return usagef("--readahead: %w", err)
+	}
+	if o.maxConns < 1 {
+		return usagef("--max-connections must be at least 1")
+	}
+	opts, err := o.disk.options()
+	if err != nil {
+		return err
+	}
+	opts = append(opts, disk.WithReadahead(readahead))
+	stderr := cmd.ErrOrStderr()
+	level := slog.LevelInfo
+	if o.verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	start := time.Now()
+	f, err := disk.Open(ctx, refArg, opts...)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	srv, err := nbd.New([]nbd.Export{{
+		Name:        f.Name(),
+		Description: fmt.Sprintf("%s in %s@%s", f.Name(), f.Ref(), f.Manifest()),
+		Backend:     exportBackend{f},
+	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
+	if err != nil {
+		return err
+	}
+	ln, err := nbd.Listen(addr)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s) at %s\n", f.Name(), f.Size(), f.Format(), nbd.URI(ln.Addr(), ""))
+	err = srv.Serve(ctx, ln) // closes ln, which removes a unix socket
+	f.Close()                // cancels the readahead
+	if o.stats != "" {
+		o.printStats(stderr, f, srv.Stats(), time.Since(start))
+	}
+	return err
+}
+
+// exportBackend serves a disk.File over NBD, with its zero chunks as holes.
+type exportBackend struct{ *disk.File }
+
+func (b exportBackend) Extents(off, length int64) ([]nbd.Extent, error) {
+	es := b.File.Extents(off, length)
+	out := make([]nbd.Extent, len(es))
+	for i, e := range es {
+		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
+	}
+	return out, nil
+}
+
+// serveStats is what serve --stats prints.
+type serveStats struct {
+	File    string  `json:"file"`
+	Size    int64   `json:"size"`
+	Format  string  `json:"format"`
+	Seconds float64 `json:"seconds"`
+	disk.Stats
+	NBD nbd.Stats `json:"nbd"`
+}
+
+func (o *serveOptions) printStats(w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
+	st := serveStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Seconds: took.Seconds(), Stats: f.Stats(), NBD: ns}
+	if o.stats == "json" {
+		enc := json.NewEncoder(w)
+		enc.Encode(st)
+		return
+	}
+	fmt.Fprintf(w, "served %s (%s, %s) for %.1fs: %d connections, %d reads (%s read, %s as holes), %d block status, %d errors; "+
+		"%d requests, %s fetched (TOC %s in %d), %d chunks fetched (%d read ahead, %d of them used), %d cache hits, %d from --cache-dir, %d zero chunks, %d retries\n",
+		f.Name(), size.Format(f.Size()), f.Format(), took.Seconds(), ns.Connections, ns.Reads, size.Format(ns.BytesRead), size.Format(ns.ZeroBytes),
+		ns.BlockStatus, ns.Errors, st.Requests, size.Format(st.BytesFetched), size.Format(st.TOCBytes), st.TOCRequests,
+		st.ChunksFetched, st.ReadaheadChunks, st.ReadaheadHits, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries)
+}
