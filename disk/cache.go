@@ -11,11 +11,15 @@ import (
 )
 
 // memCache keeps verified chunks, by index, up to a number of bytes, and
-// drops the least recently used first. The fetcher's lock guards it.
+// drops the least recently used first, passing over pinned chunks (those
+// fetched ahead of a read) unless every chunk is pinned. The fetcher's lock
+// guards it.
 type memCache struct {
 	limit, used int64
 	order       *list.List // of *memEntry, most recent first
 	byIndex     map[int]*list.Element
+	// pinned, if set, reports whether chunk i is to be kept if possible.
+	pinned func(i int) bool
 	// evicted, if set, is told of each chunk dropped to make room.
 	evicted func(i int)
 }
@@ -58,6 +62,10 @@ func (c *memCache) put(i int, data []byte) bool {
 	c.used += int64(len(data))
 	for c.used > c.limit {
 		e := c.order.Back()
+		for n := c.order.Len(); n > 1 && c.pinned != nil && c.pinned(e.Value.(*memEntry).i); n-- {
+			c.order.MoveToFront(e)
+			e = c.order.Back()
+		}
 		old := e.Value.(*memEntry)
 		c.order.Remove(e)
 		delete(c.byIndex, old.i)

@@ -43,7 +43,12 @@ type fetcher struct {
 	// which aheadLimit bounds.
 	ahead                  map[int]struct{}
 	aheadBytes, aheadLimit int64
-	wg                     sync.WaitGroup
+	// wanted marks the chunks a read has asked for: readahead does not
+	// fetch them again once the cache has dropped them, as a sequential
+	// reader (a copy) reads each byte once, and another stream of it
+	// (nbdcopy's connections copy different parts) may have read them.
+	wanted []bool
+	wg     sync.WaitGroup
 
 	fetched, hits, diskHits, zeros atomic.Int64
 	prefetched, aheadHits          atomic.Int64
@@ -63,6 +68,12 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		ahead:      map[int]struct{}{},
 		aheadLimit: o.readahead,
 	}
+	if o.readahead > 0 {
+		fe.wanted = make([]bool, len(f.Chunks))
+	}
+	// What readahead fetched stays cached until read: the readahead is at
+	// most half the cache.
+	fe.cache.pinned = func(i int) bool { _, ok := fe.ahead[i]; return ok }
 	fe.cache.evicted = func(i int) { fe.unahead(i) }
 	if o.cacheDir != "" {
 		d, err := openDirCache(o.cacheDir)
@@ -144,6 +155,9 @@ func (fe *fetcher) read(p []byte, off int64, then func()) (int, error) {
 		if fe.unahead(i) {
 			fe.aheadHits.Add(1)
 		}
+		if fe.wanted != nil {
+			fe.wanted[i] = true
+		}
 		if data, ok := fe.cache.get(i); ok {
 			fe.mu.Unlock()
 			copy(dst, data[from:])
@@ -192,16 +206,16 @@ func (fe *fetcher) read(p []byte, off int64, then func()) (int, error) {
 }
 
 // prefetch starts fetching the chunks of [off, end) that are neither
-// zero, cached nor in flight, for a read to come, unless that would take
-// the bytes fetched ahead of reads past the readahead. It reports whether
-// it had room.
+// zero, cached, in flight nor read before, for a read to come, unless that
+// would take the bytes fetched ahead of reads past the readahead. It
+// reports whether it had room.
 func (fe *fetcher) prefetch(off, end int64) bool {
 	first := sort.Search(len(fe.chunks), func(i int) bool { return fe.chunks[i].Offset+fe.chunks[i].Size > off })
 	fe.mu.Lock()
 	var claimed []int
 	var size int64
 	for i := first; i < len(fe.chunks) && fe.chunks[i].Offset < end; i++ {
-		if _, ok := fe.inflight[i]; ok || fe.chunks[i].Zero || fe.cache.has(i) {
+		if _, ok := fe.inflight[i]; ok || fe.chunks[i].Zero || fe.wanted[i] || fe.cache.has(i) {
 			continue
 		}
 		claimed = append(claimed, i)

@@ -6,6 +6,8 @@
 #   bash internal/bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
 #   bash internal/bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
 #   bash internal/bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
+#   bash internal/bench/run.sh -serve         # lazydisk serve vs nbdkit curl+tar+gzip (bin/benchserve;
+#                                             # needs nbdkit: apt-get install nbdkit)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -24,6 +26,7 @@ cache=${BENCH_CACHE:-.bench}
 study=false
 zstd_study=false
 read=false
+serve=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -34,6 +37,10 @@ for arg in "$@"; do
 		;;
 	-read | --read)
 		read=true
+		continue
+		;;
+	-serve | --serve)
+		serve=true
 		continue
 		;;
 	esac
@@ -51,6 +58,18 @@ if $read; then
 	bash internal/bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchread -disk "$cache/disk-3g.img" -work "$cache/work" "${rest[@]}"
+fi
+
+if $serve; then
+	command -v nbdkit >/dev/null || {
+		echo "run.sh: nbdkit is missing; the serve benchmark compares with it: apt-get install nbdkit" >&2
+		exit 2
+	}
+	go build -o bin/benchserve ./internal/bench/cmd/benchserve
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash internal/bench/mkdisk.sh "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchserve -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 go build -o bin/benchconvert ./internal/bench/cmd/benchconvert

@@ -34,25 +34,17 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/klauspost/compress/gzip"
 
-	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
 	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
-	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
-	"github.com/lazydisk/lazydisk/toc"
 )
 
 var errGoalMissed = errors.New("a benchmark goal was missed")
@@ -110,11 +102,11 @@ func run(ctx context.Context, cfg config) error {
 	benchutil.PrintMachine(os.Stdout)
 	fmt.Printf("Disk: %s, %s bytes; registry: distribution v3 in-process on 127.0.0.1 (filesystem storage).\n\n", filepath.Base(cfg.disk), benchutil.Commas(fi.Size()))
 
-	wantSum, err := fileSHA256(cfg.disk)
+	wantSum, err := benchreg.FileSHA256(cfg.disk)
 	if err != nil {
 		return err
 	}
-	refs, err := push(ctx, cfg, reg.Host)
+	refs, err := benchreg.Push(ctx, "benchread", cfg.disk, cfg.work, reg.Host)
 	if err != nil {
 		return err
 	}
@@ -181,92 +173,6 @@ func mark(ok bool) string {
 	return "MISSED"
 }
 
-// push builds the gzip containerDisk and its two conversions and pushes them.
-func push(ctx context.Context, cfg config, host string) (map[string]string, error) {
-	ropts := imageref.Options{Keychain: authn.NewMultiKeychain()}
-	start := time.Now()
-	tarPath := filepath.Join(cfg.work, "benchread-layer.tar.gz")
-	if err := writeTar(cfg.disk, tarPath); err != nil {
-		return nil, err
-	}
-	defer os.Remove(tarPath)
-	fmt.Fprintf(os.Stderr, "benchread: wrote the gzip layer in %s\n", time.Since(start).Round(time.Second))
-	layer, err := tarball.LayerFromFile(tarPath)
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, layer)
-	if err != nil {
-		return nil, err
-	}
-	refs := map[string]string{}
-	write := func(name string, img v1.Image) error {
-		ref := "docker://" + host + "/bench/" + strings.ReplaceAll(name, ":", "-") + ":1"
-		r, err := imageref.Parse(ref)
-		if err != nil {
-			return err
-		}
-		refs[name] = ref
-		return imageref.Write(ctx, r, imageref.Artifact{Image: img}, ropts)
-	}
-	if err := write("gzip", img); err != nil {
-		return nil, err
-	}
-	fmt.Fprintf(os.Stderr, "benchread: pushed the gzip image in %s\n", time.Since(start).Round(time.Second))
-	for _, f := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
-		start := time.Now()
-		conv, err := convert.Image(ctx, img, convert.WithFormat(f), convert.WithTempDir(cfg.work))
-		if err != nil {
-			return nil, err
-		}
-		err = write(string(f), conv.Image)
-		conv.Close()
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(os.Stderr, "benchread: converted and pushed %s in %s\n", f, time.Since(start).Round(time.Second))
-	}
-	return refs, nil
-}
-
-// writeTar writes the containerDisk layer: a tar of disk/ and disk/disk.img
-// in one gzip stream (level 6), as `docker build` pushes it.
-func writeTar(diskPath, tarPath string) error {
-	in, err := os.Open(diskPath)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	fi, err := in.Stat()
-	if err != nil {
-		return err
-	}
-	out, err := os.Create(tarPath)
-	if err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(out, 1<<20)
-	zw, err := gzip.NewWriterLevel(bw, 6)
-	if err != nil {
-		return err
-	}
-	tw := tar.NewWriter(zw)
-	mt := time.Unix(0, 0)
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "disk/", Mode: 0o555, Uid: 107, Gid: 107, ModTime: mt}); err != nil {
-		return err
-	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "disk/disk.img", Mode: 0o444, Uid: 107, Gid: 107, Size: fi.Size(), ModTime: mt}); err != nil {
-		return err
-	}
-	if _, err := io.Copy(tw, in); err != nil {
-		return err
-	}
-	if err := errors.Join(tw.Close(), zw.Close(), bw.Flush()); err != nil {
-		return err
-	}
-	return out.Close()
-}
-
 type baseline struct {
 	time  time.Duration
 	layer int64
@@ -289,7 +195,7 @@ func baselines(ctx context.Context, ref string, wantSum [32]byte, runs int) (bas
 		times = append(times, time.Since(start))
 		b.layer = n
 	}
-	b.time = median(times)
+	b.time = benchreg.Median(times)
 	return b, nil
 }
 
@@ -364,7 +270,7 @@ type coldResult struct {
 func coldReads(ctx context.Context, ref string, cfg config) (coldResult, error) {
 	var res coldResult
 	res.bytesOK = true
-	ix, err := layerIndex(ctx, ref)
+	ix, err := benchreg.LayerIndex(ctx, ref)
 	if err != nil {
 		return res, err
 	}
@@ -385,7 +291,8 @@ func coldReads(ctx context.Context, ref string, cfg config) (coldResult, error) 
 		}
 		times = append(times, time.Since(start))
 		st := f.Stats()
-		bound, err := tocPlusTwoChunks(ix, f.Name(), off)
+		chunks, err := benchreg.ChunkBytes(ix, off, 2)
+		bound := benchreg.TOCBytes(ix) + chunks
 		f.Close()
 		tr.CloseIdleConnections()
 		if err != nil {
@@ -398,51 +305,8 @@ func coldReads(ctx context.Context, ref string, cfg config) (coldResult, error) 
 			res.requests, res.bytes, res.bound = st.Requests, st.BytesFetched, bound
 		}
 	}
-	res.time = median(times)
+	res.time = benchreg.Median(times)
 	return res, nil
-}
-
-// layerIndex reads the TOC of the image's only layer, for the bound of (a).
-func layerIndex(ctx context.Context, ref string) (*toc.Index, error) {
-	r, err := imageref.Parse(ref)
-	if err != nil {
-		return nil, err
-	}
-	img, err := remote.Image(r.Name, remote.WithContext(ctx))
-	if err != nil {
-		return nil, err
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		return nil, err
-	}
-	d := m.Layers[0]
-	b, err := blob.Open(ctx, r, d, imageref.Options{Keychain: authn.NewMultiKeychain()})
-	if err != nil {
-		return nil, err
-	}
-	defer b.Close()
-	return toc.Read(b, d.Size, d.Annotations)
-}
-
-// tocPlusTwoChunks returns the size of the compressed TOC plus the two
-// compressed chunks from the one holding off: the read's chunk and the next.
-// For eStargz the 51-byte footer that locates the TOC counts with it.
-func tocPlusTwoChunks(ix *toc.Index, name string, off int64) (int64, error) {
-	tf, ok := ix.Lookup(name)
-	if !ok {
-		return 0, fmt.Errorf("%s is not in the TOC", name)
-	}
-	cs := tf.ChunksFor(off, 1)
-	i := slices.IndexFunc(tf.Chunks, func(c toc.Chunk) bool { return c.Offset == cs[0].Offset })
-	bound := ix.TOCSize
-	if ix.Format == toc.FormatEStargz {
-		bound += toc.EStargzFooterSize // found from the end of the blob
-	}
-	for k := i; k < min(i+2, len(tf.Chunks)); k++ {
-		bound += tf.Chunks[k].CompressedSize
-	}
-	return bound, nil
 }
 
 type wholeResult struct {
@@ -477,27 +341,6 @@ func wholeReads(ctx context.Context, ref string, wantSum [32]byte, runs int) (wh
 		times = append(times, took)
 		res.requests, res.bytes = st.Requests, st.BytesFetched
 	}
-	res.time = median(times)
+	res.time = benchreg.Median(times)
 	return res, nil
-}
-
-func fileSHA256(path string) ([32]byte, error) {
-	var sum [32]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return sum, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
-	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
