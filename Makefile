@@ -57,9 +57,10 @@ demo: ## Convert the built-in sample disk to eStargz end to end, offline
 	$(GO) run ./cmd/lazydisk demo
 
 .PHONY: bench
-bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs; see docs/benchmarks.md)
+bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit; see docs/benchmarks.md)
 	bash internal/bench/run.sh
 	bash internal/bench/run.sh -read
+	bash internal/bench/run.sh -serve
 
 .PHONY: lint
 lint: ## gofmt and go vet
