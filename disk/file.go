@@ -20,6 +20,7 @@ type File struct {
 	ctx      context.Context
 	ref      string
 	manifest v1.Hash
+	signed   v1.Hash
 	layer    v1.Descriptor
 	name     string
 	size     int64

@@ -13,6 +13,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/size"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 type readOptions struct {
@@ -26,6 +27,8 @@ type readOptions struct {
 	cacheSize   string
 	concurrency int
 	skipTOC     bool
+	key         string
+	sigFormat   string
 }
 
 func newReadCmd(reg *registryOptions) *cobra.Command {
@@ -44,6 +47,12 @@ Ranges are OFFSET:LENGTH with optional K, M, G, T suffixes (powers of 1024);
 parallel requests and decompression. A range that runs past the end of the file
 is cut there; one that starts past it is an error.
 
+With --key, the image's cosign signature is checked first (as verify does) and
+the manifest is then read by the signed digest, so every byte written is covered
+by the chain signature -> manifest -> TOC digest annotation -> TOC -> chunk. The
+exit status is then 3 when there is no signature, 4 for a bad signature and 5
+when the TOC or a chunk does not match what the signed manifest says.
+
 Registry reads are retried on 429, 5xx, resets and stalls, with backoff; expired
 tokens and signed storage URLs are renewed.`,
 		Example: `  # The qcow2 header of a containerDisk
@@ -53,7 +62,10 @@ tokens and signed storage URLs are renewed.`,
   lazydisk read registry.example.com/vm/fedora:41 --range 1M:4K,2G:64K -o part.bin --stats
 
   # The whole disk, verified chunk by chunk, with a cache that survives the process
-  lazydisk read oci:mirror:fedora --range all --cache-dir ~/.cache/lazydisk -o fedora.qcow2`,
+  lazydisk read oci:mirror:fedora --range all --cache-dir ~/.cache/lazydisk -o fedora.qcow2
+
+  # Only if the image is signed by this key
+  lazydisk read --key cosign.pub registry.example.com/vm/fedora:41 --range 0:1M -o head.bin`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -71,6 +83,10 @@ tokens and signed storage URLs are renewed.`,
 	f.StringVar(&o.cacheSize, "cache-size", size.Format(disk.DefaultCacheSize), "memory cache of verified chunks")
 	f.IntVar(&o.concurrency, "concurrency", disk.DefaultConcurrency, "range requests in flight at once")
 	f.BoolVar(&o.skipTOC, "insecure-skip-toc-digest", false, "read a layer that has no TOC digest annotation (its TOC is then not tied to the manifest)")
+	f.StringVar(&o.key, "key", "", "require a valid cosign signature by this public key (cosign.pub) and read what it signed")
+	f.StringVar(&o.sigFormat, "signature-format", string(verify.FormatAny), "with --key, the accepted signature forms: any, bundle or legacy")
+	_ = cmd.MarkFlagFilename("key", "pub")
+	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"any", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("range", cobra.FixedCompletions([]string{"all", "0:4K"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("stats", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
@@ -111,6 +127,7 @@ func parseRanges(s string) ([]byteRange, error) {
 // readStats is what --stats prints.
 type readStats struct {
 	File    string  `json:"file"`
+	Signed  string  `json:"signed,omitempty"`
 	Size    int64   `json:"size"`
 	Format  string  `json:"format"`
 	Read    int64   `json:"bytesRead"`
@@ -155,6 +172,22 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if o.skipTOC {
 		opts = append(opts, disk.WithInsecureSkipTOCDigest())
 	}
+	if o.key != "" {
+		if o.skipTOC {
+			return usagef("--key and --insecure-skip-toc-digest cannot be combined: the signature covers the TOC only through its digest annotation")
+		}
+		sf, err := verify.ParseFormat(o.sigFormat)
+		if err != nil {
+			return usagef("--signature-format: %w", err)
+		}
+		v, err := loadVerifier(o.key)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, disk.WithSignature(v, verify.WithFormat(sf)))
+	} else if cmd.Flags().Changed("signature-format") {
+		return usagef("--signature-format needs --key")
+	}
 	start := time.Now()
 	f, err := disk.Open(ctx, refArg, opts...)
 	if err != nil {
@@ -195,12 +228,17 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 
 func (o *readOptions) printStats(w io.Writer, f *disk.File, read int64, took time.Duration) {
 	st := readStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Read: read, Seconds: took.Seconds(), Stats: f.Stats()}
+	signed := ""
+	if h, ok := f.Signed(); ok {
+		st.Signed = h.String()
+		signed = ", signature verified for " + h.String()
+	}
 	if o.stats == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return
 	}
-	fmt.Fprintf(w, "read %s of %s (%s, %s) in %.3fs: %d requests, %s fetched (TOC %s in %d), %d chunks fetched, %d cache hits, %d from --cache-dir, %d zero chunks, %d retries\n",
+	fmt.Fprintf(w, "read %s of %s (%s, %s) in %.3fs: %d requests, %s fetched (TOC %s in %d), %d chunks fetched, %d cache hits, %d from --cache-dir, %d zero chunks, %d retries%s\n",
 		size.Format(read), f.Name(), size.Format(f.Size()), f.Format(), took.Seconds(), st.Requests, size.Format(st.BytesFetched),
-		size.Format(st.TOCBytes), st.TOCRequests, st.ChunksFetched, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries)
+		size.Format(st.TOCBytes), st.TOCRequests, st.ChunksFetched, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries, signed)
 }
