@@ -17,6 +17,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/toc"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 // fetcher gets the verified bytes of a file's chunks: from the memory cache,
@@ -30,6 +31,7 @@ type fetcher struct {
 	gzip       bool
 	chunks     []toc.Chunk
 	maxRequest int64
+	signed     bool
 	sem        chan struct{} // one token per request in flight
 	cache      *memCache
 	dir        *dirCache
@@ -62,6 +64,7 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		gzip:       format == toc.FormatEStargz || format == toc.FormatStargz,
 		chunks:     slices.Clone(f.Chunks),
 		maxRequest: o.maxRequest,
+		signed:     o.signed,
 		sem:        make(chan struct{}, o.concurrency),
 		cache:      newMemCache(o.cacheSize),
 		inflight:   map[int]*inflight{},
@@ -361,12 +364,21 @@ func (fe *fetcher) decode(c toc.Chunk, comp []byte) ([]byte, error) {
 	}
 	where := fmt.Sprintf("chunk [%d, %d) of %s (blob bytes %d-%d)", c.Offset, c.Offset+c.Size, fe.name, c.CompressedOffset, c.CompressedOffset+c.CompressedSize-1)
 	if err != nil {
-		return nil, fmt.Errorf("%s does not decompress (%w): %w", where, err, ErrChunkDigest)
+		return nil, fe.mismatch(fmt.Errorf("%s does not decompress (%w): %w", where, err, ErrChunkDigest))
 	}
 	if got := c.Digest.Algorithm().FromBytes(data); got != c.Digest {
-		return nil, fmt.Errorf("%s hashes to %s, but its TOC says %s: %w", where, got, c.Digest, ErrChunkDigest)
+		return nil, fe.mismatch(fmt.Errorf("%s hashes to %s, but its TOC says %s: %w", where, got, c.Digest, ErrChunkDigest))
 	}
 	return data, nil
+}
+
+// mismatch marks a chunk that does not match its TOC as content that does
+// not match the signed manifest, when a signature was checked.
+func (fe *fetcher) mismatch(err error) error {
+	if fe.signed {
+		return fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+	}
+	return err
 }
 
 // gunzip fills data from the gzip members in comp (eStargz: a chunk starts

@@ -21,6 +21,7 @@ type File struct {
 	cancel   context.CancelFunc
 	ref      string
 	manifest v1.Hash
+	signed   v1.Hash
 	layer    v1.Descriptor
 	name     string
 	size     int64

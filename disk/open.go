@@ -1,6 +1,7 @@
 package disk
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/toc"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 // diskDir is where a KubeVirt containerDisk keeps its disk.
@@ -46,21 +48,20 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 	if r.Transport != imageref.Docker && r.Transport != imageref.OCI {
 		return nil, fmt.Errorf("%s: disks are read lazily from registries and oci: layouts only: %w", r, imageref.ErrUnsupported)
 	}
-	art, err := imageref.Read(ctx, r, o.registry)
+	var signed v1.Hash
+	if o.signed {
+		if signed, err = verify.Signature(ctx, r, o.verifier, o.registry, o.verifyOpts...); err != nil {
+			return nil, err
+		}
+		if r.Transport == imageref.Docker {
+			r.Name = r.Name.Context().Digest(signed.String())
+		}
+	}
+	img, dgst, err := readImage(ctx, r, o, signed)
 	if err != nil {
 		return nil, err
 	}
-	img := art.Image
-	if art.Index != nil {
-		if img, err = convert.SelectPlatform(art.Index, *o.platform); err != nil {
-			return nil, fmt.Errorf("%s: %w", r, err)
-		}
-	}
 	m, err := img.Manifest()
-	if err != nil {
-		return nil, fmt.Errorf("reading the manifest of %s: %w", r, err)
-	}
-	dgst, err := img.Digest()
 	if err != nil {
 		return nil, fmt.Errorf("reading the manifest of %s: %w", r, err)
 	}
@@ -72,13 +73,14 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 		d := m.Layers[i]
 		b, err := blob.Open(ctx, r, d, o.registry, blob.WithRetry(o.retry))
 		if err != nil {
-			return nil, fmt.Errorf("layer %d of %s: %w", i, r, err)
+			return nil, fmt.Errorf("layer %d of %s: %w", i, r, o.contentError(err))
 		}
 		ix, err := toc.Read(b, b.Size(), d.Annotations, toc.WithTail(o.tail))
 		st := b.Stats()
 		tocStats = addBlobStats(tocStats, st)
 		if err != nil {
 			b.Close()
+			err = o.contentError(err)
 			if errors.Is(err, toc.ErrNotSeekable) {
 				return nil, fmt.Errorf("layer %d (%s) of %s, above or holding the disk: %w", i, d.Digest, r, err)
 			}
@@ -93,6 +95,11 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 			b.Close()
 			continue
 		}
+		if ix.Annotated == "" && o.signed {
+			b.Close()
+			return nil, fmt.Errorf("%w: layer %d (%s) of %s holds %s, but %w, so the signature does not cover its TOC: annotate it with `lazydisk annotate` and sign the result",
+				verify.ErrContentMismatch, i, d.Digest, r, name, ErrNoTOCDigest)
+		}
 		if ix.Annotated == "" && !o.skipTOCDigest {
 			b.Close()
 			return nil, fmt.Errorf("layer %d (%s) of %s holds %s, but %w: run `lazydisk annotate`, or accept an unanchored TOC with --insecure-skip-toc-digest",
@@ -103,13 +110,79 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 			b.Close()
 			return nil, fmt.Errorf("%s in layer %d of %s: %w", name, i, r, err)
 		}
-		f.ref, f.manifest, f.layer, f.tocStats = r.String(), dgst, d, tocStats
+		f.ref, f.manifest, f.layer, f.tocStats, f.signed = r.String(), dgst, d, tocStats, signed
 		return f, nil
 	}
 	if want == "" {
 		return nil, fmt.Errorf("%s has no regular file under /%s/ (name one with --file): %w", r, diskDir, ErrFileNotFound)
 	}
 	return nil, fmt.Errorf("%s has no file /%s: %w", r, want, ErrFileNotFound)
+}
+
+// readImage reads the image r names (the one for o's platform when r names
+// an index) and returns it with the digest of its manifest, computed from the
+// manifest's bytes. The bytes of an index and of the manifest picked from it
+// are checked against the digests that name them, so that a signature over
+// signed (the top digest, when it is not zero) covers the image read: a layout
+// whose tag moved after the signature was checked, or whose blobs were
+// changed, is refused.
+func readImage(ctx context.Context, r imageref.Reference, o options, signed v1.Hash) (v1.Image, v1.Hash, error) {
+	art, err := imageref.Read(ctx, r, o.registry)
+	if err != nil {
+		return nil, v1.Hash{}, err
+	}
+	var top interface{ RawManifest() ([]byte, error) } = art.Image
+	if art.Index != nil {
+		top = art.Index
+	}
+	raw, err := top.RawManifest()
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("reading the manifest of %s: %w", r, err)
+	}
+	topDigest := sha256Of(raw)
+	if signed != (v1.Hash{}) && topDigest != signed {
+		return nil, v1.Hash{}, fmt.Errorf("%w: %s is now %s, not the signed %s", verify.ErrContentMismatch, r, topDigest, signed)
+	}
+	if art.Index == nil {
+		return art.Image, topDigest, nil
+	}
+	img, err := convert.SelectPlatform(art.Index, *o.platform)
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("%s: %w", r, err)
+	}
+	if raw, err = img.RawManifest(); err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("reading the manifest of %s for %s: %w", r, o.platform, err)
+	}
+	dgst := sha256Of(raw)
+	im, err := art.Index.IndexManifest()
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("reading the index %s: %w", r, err)
+	}
+	for _, d := range im.Manifests {
+		if d.Digest == dgst {
+			return img, dgst, nil
+		}
+	}
+	err = fmt.Errorf("the manifest of %s for %s hashes to %s, which the index does not list", r, o.platform, dgst)
+	if signed != (v1.Hash{}) {
+		err = fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+	}
+	return nil, v1.Hash{}, err
+}
+
+func sha256Of(b []byte) v1.Hash {
+	h, _, _ := v1.SHA256(bytes.NewReader(b))
+	return h
+}
+
+// contentError marks err, from reading a layer's footer and TOC, as content
+// that does not match the signed manifest when it says so and a signature
+// was checked.
+func (o options) contentError(err error) error {
+	if o.signed && (errors.Is(err, toc.ErrTOCDigest) || errors.Is(err, toc.ErrInvalid) || errors.Is(err, blob.ErrSizeMismatch)) {
+		return fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+	}
+	return err
 }
 
 // findFile finds want in ix (or, when want is "", the single regular file
@@ -179,3 +252,8 @@ func (f *File) Layer() v1.Descriptor { return f.layer }
 
 // Manifest returns the digest of the image manifest the file was found by.
 func (f *File) Manifest() v1.Hash { return f.manifest }
+
+// Signed returns the digest of the manifest or index whose signature Open
+// checked (WithSignature), and false when none was checked. For an index it
+// is the index's digest; Manifest is then the digest of the image in it.
+func (f *File) Signed() (v1.Hash, bool) { return f.signed, f.signed != (v1.Hash{}) }

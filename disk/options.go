@@ -7,9 +7,11 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 // Defaults of the options.
@@ -50,6 +52,9 @@ type options struct {
 	retry         RetryPolicy
 	readahead     int64
 	tail          int64
+	signed        bool
+	verifier      signature.Verifier
+	verifyOpts    []verify.Option
 }
 
 // WithFile reads the file at path in the image ("disk/fedora.qcow2"; a
@@ -124,6 +129,24 @@ func WithRetry(p RetryPolicy) Option { return func(o *options) { o.retry = p } }
 // default is 0: no readahead (see DefaultReadahead).
 func WithReadahead(n int64) Option { return func(o *options) { o.readahead = n } }
 
+// WithSignature makes Open check, before it reads anything else, that the
+// manifest or index the reference names carries a valid cosign signature by
+// v (see verify.Signature; opts choose the accepted forms and required
+// annotations), and then read that manifest by the signed digest. Every
+// byte the File returns is then covered by the chain signature -> manifest
+// -> TOC digest annotation -> TOC -> chunk.
+//
+// Open fails with an error matching verify.ErrNoSignature or
+// verify.ErrBadSignature when the signature does not hold; a TOC or chunk
+// that does not match what the signed manifest says fails Open or a read with
+// an error matching verify.ErrContentMismatch (as well as ErrChunkDigest,
+// toc.ErrTOCDigest or ErrNoTOCDigest). It cannot be combined with
+// WithInsecureSkipTOCDigest. Load v with verify.LoadPublicKey. The default
+// checks no signature.
+func WithSignature(v signature.Verifier, opts ...verify.Option) Option {
+	return func(o *options) { o.signed, o.verifier, o.verifyOpts = true, v, opts }
+}
+
 func newOptions(opts []Option) (options, error) {
 	o := options{
 		cacheSize:   DefaultCacheSize,
@@ -144,6 +167,10 @@ func newOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("maximum request size %d is not positive", o.maxRequest)
 	case o.readahead < 0:
 		return o, fmt.Errorf("readahead %d is negative", o.readahead)
+	case o.signed && o.verifier == nil:
+		return o, fmt.Errorf("WithSignature needs a verifier (verify.LoadPublicKey)")
+	case o.signed && o.skipTOCDigest:
+		return o, fmt.Errorf("a signature covers the TOC only through its digest annotation: it cannot be checked with the TOC digest skipped")
 	}
 	o.readahead = min(o.readahead, o.cacheSize/2)
 	o.registry.Platform = o.platform

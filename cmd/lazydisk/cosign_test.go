@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -97,9 +100,23 @@ func TestCosignInterop(t *testing.T) {
 		ref := image(t, "interop/cs-bundle")
 		cosignSign(t, "--key", "cs.key", "-a", "org.example/by=cosign", ref)
 		lz(t, "verify", "--key", "cs.pub", "--signature-format", "bundle", "-a", "org.example/by=cosign", ref)
+		lz(t, "read", "--key", "cs.pub", "--signature-format", "bundle", "--range", "all", "-o", "bundle.out", ref)
 		ref = image(t, "interop/cs-legacy")
 		cosignSign(t, "--key", "cs.key", "--new-bundle-format=false", ref)
 		lz(t, "verify", "--key", "cs.pub", "--signature-format", "legacy", "--deep", ref)
+		lz(t, "read", "--key", "cs.pub", "--signature-format", "legacy", "--range", "all", "-o", "legacy.out", ref)
+		want, err := os.ReadFile(disk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, out := range []string{"bundle.out", "legacy.out"} {
+			if got, err := os.ReadFile(filepath.Join(dir, out)); err != nil || !bytes.Equal(got, want) {
+				t.Errorf("read --key of a cosign-signed image: %s is not the disk (%v)", out, err)
+			}
+		}
+		if _, e, c := lazydiskProcess(t, env, dir, "read", "--key", "lz.pub", "--range", "0:4K", "-o", "wrong.out", ref); c != exitBadSignature {
+			t.Errorf("read --key with another key: exit %d, want %d: %s", c, exitBadSignature, e)
+		}
 	})
 	t.Run("keys work in the other tool", func(t *testing.T) {
 		ref := image(t, "interop/lz-with-cosign-key")

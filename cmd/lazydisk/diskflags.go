@@ -5,11 +5,12 @@ import (
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/size"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 // diskFlags are the flags of the commands that open a disk lazily (read,
-// serve): which file of which image, and how its chunks are fetched and
-// cached.
+// serve): which file of which image, the signature it must carry, and how
+// its chunks are fetched and cached.
 type diskFlags struct {
 	reg         *registryOptions
 	file        string
@@ -18,6 +19,8 @@ type diskFlags struct {
 	cacheSize   string
 	concurrency int
 	skipTOC     bool
+	key         string
+	sigFormat   string
 }
 
 func (d *diskFlags) addFlags(cmd *cobra.Command) {
@@ -28,14 +31,18 @@ func (d *diskFlags) addFlags(cmd *cobra.Command) {
 	f.StringVar(&d.cacheSize, "cache-size", size.Format(disk.DefaultCacheSize), "memory cache of verified chunks")
 	f.IntVar(&d.concurrency, "concurrency", disk.DefaultConcurrency, "range requests in flight at once")
 	f.BoolVar(&d.skipTOC, "insecure-skip-toc-digest", false, "read a layer that has no TOC digest annotation (its TOC is then not tied to the manifest)")
+	f.StringVar(&d.key, "key", "", "require a valid cosign signature by this public key (cosign.pub) and read what it signed")
+	f.StringVar(&d.sigFormat, "signature-format", string(verify.FormatAny), "with --key, the accepted signature forms: any, bundle or legacy")
+	_ = cmd.MarkFlagFilename("key", "pub")
+	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"any", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("file", cobra.NoFileCompletions)
 	_ = cmd.MarkFlagDirname("cache-dir")
 }
 
-// options checks the flags and returns the disk.Open options they ask for,
-// with the registry options.
-func (d *diskFlags) options() ([]disk.Option, error) {
+// options checks the flags of cmd and returns the disk.Open options they
+// ask for, with the registry options. With --key it loads the key.
+func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 	cacheSize, err := size.Parse(d.cacheSize)
 	if err != nil {
 		return nil, usagef("--cache-size: %w", err)
@@ -58,7 +65,24 @@ func (d *diskFlags) options() ([]disk.Option, error) {
 	if d.skipTOC {
 		opts = append(opts, disk.WithInsecureSkipTOCDigest())
 	}
-	return opts, nil
+	if d.key == "" {
+		if cmd.Flags().Changed("signature-format") {
+			return nil, usagef("--signature-format needs --key")
+		}
+		return opts, nil
+	}
+	if d.skipTOC {
+		return nil, usagef("--key and --insecure-skip-toc-digest cannot be combined: the signature covers the TOC only through its digest annotation")
+	}
+	sf, err := verify.ParseFormat(d.sigFormat)
+	if err != nil {
+		return nil, usagef("--signature-format: %w", err)
+	}
+	v, err := loadVerifier(d.key)
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, disk.WithSignature(v, verify.WithFormat(sf))), nil
 }
 
 // checkStatsFlag checks --stats: empty, text or json.

@@ -38,6 +38,12 @@ Ranges are OFFSET:LENGTH with optional K, M, G, T suffixes (powers of 1024);
 parallel requests and decompression. A range that runs past the end of the file
 is cut there; one that starts past it is an error.
 
+With --key, the image's cosign signature is checked first (as verify does) and
+the manifest is then read by the signed digest, so every byte written is covered
+by the chain signature -> manifest -> TOC digest annotation -> TOC -> chunk. The
+exit status is then 3 when there is no signature, 4 for a bad signature and 5
+when the TOC or a chunk does not match what the signed manifest says.
+
 Registry reads are retried on 429, 5xx, resets and stalls, with backoff; expired
 tokens and signed storage URLs are renewed.`,
 		Example: `  # The qcow2 header of a containerDisk
@@ -47,7 +53,10 @@ tokens and signed storage URLs are renewed.`,
   lazydisk read registry.example.com/vm/fedora:41 --range 1M:4K,2G:64K -o part.bin --stats
 
   # The whole disk, verified chunk by chunk, with a cache that survives the process
-  lazydisk read oci:mirror:fedora --range all --cache-dir ~/.cache/lazydisk -o fedora.qcow2`,
+  lazydisk read oci:mirror:fedora --range all --cache-dir ~/.cache/lazydisk -o fedora.qcow2
+
+  # Only if the image is signed by this key
+  lazydisk read --key cosign.pub registry.example.com/vm/fedora:41 --range 0:1M -o head.bin`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -97,6 +106,7 @@ func parseRanges(s string) ([]byteRange, error) {
 // readStats is what --stats prints.
 type readStats struct {
 	File    string  `json:"file"`
+	Signed  string  `json:"signed,omitempty"`
 	Size    int64   `json:"size"`
 	Format  string  `json:"format"`
 	Read    int64   `json:"bytesRead"`
@@ -115,7 +125,7 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err := checkStatsFlag(o.stats); err != nil {
 		return err
 	}
-	opts, err := o.disk.options()
+	opts, err := o.disk.options(cmd)
 	if err != nil {
 		return err
 	}
@@ -163,12 +173,17 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 
 func (o *readOptions) printStats(w io.Writer, f *disk.File, read int64, took time.Duration) {
 	st := readStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Read: read, Seconds: took.Seconds(), Stats: f.Stats()}
+	signed := ""
+	if h, ok := f.Signed(); ok {
+		st.Signed = h.String()
+		signed = ", signature verified for " + h.String()
+	}
 	if o.stats == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return
 	}
-	fmt.Fprintf(w, "read %s of %s (%s, %s) in %.3fs: %d requests, %s fetched (TOC %s in %d), %d chunks fetched, %d cache hits, %d from --cache-dir, %d zero chunks, %d retries\n",
+	fmt.Fprintf(w, "read %s of %s (%s, %s) in %.3fs: %d requests, %s fetched (TOC %s in %d), %d chunks fetched, %d cache hits, %d from --cache-dir, %d zero chunks, %d retries%s\n",
 		size.Format(read), f.Name(), size.Format(f.Size()), f.Format(), took.Seconds(), st.Requests, size.Format(st.BytesFetched),
-		size.Format(st.TOCBytes), st.TOCRequests, st.ChunksFetched, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries)
+		size.Format(st.TOCBytes), st.TOCRequests, st.ChunksFetched, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries, signed)
 }

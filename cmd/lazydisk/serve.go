@@ -35,7 +35,11 @@ eStargz or zstd:chunked image as a read-only NBD export, so that qemu, qemu-img,
 nbdcopy, nbdinfo or the kernel's nbd client can use it without downloading the
 layer. As with read, the TOC is checked against the manifest's TOC digest
 annotation, and each chunk is fetched when a client first reads it and checked
-against its digest before any of its bytes are sent.
+against its digest before any of its bytes are sent. With --key, the image's
+cosign signature is checked first and the manifest read by the signed digest,
+as read --key does (exit 3 without a signature, 4 for a bad one, 5 when the
+TOC does not match); a chunk that does not match its digest then fails the
+client's read with EIO and is logged.
 
 All connections share one cache of verified chunks, so clients that open
 several connections (nbdcopy, qemu-img with multi-conn) fetch each chunk once.
@@ -71,9 +75,9 @@ and answered with EIO.`,
   qemu-img create -f qcow2 -F qcow2 -b nbd+unix:///?socket=/tmp/fedora.sock overlay.qcow2
   qemu-system-x86_64 -m 2G -drive file=overlay.qcow2,if=virtio
 
-  # On TCP, with a cache that outlives the process and stats on exit
+  # On TCP, only if signed by this key, with a cache that outlives the process and stats on exit
   lazydisk serve registry.example.com/vm/fedora:41 --listen tcp://127.0.0.1:10809 \
-      --cache-dir ~/.cache/lazydisk --stats
+      --key cosign.pub --cache-dir ~/.cache/lazydisk --stats
   qemu-system-x86_64 -m 2G -snapshot -drive file=nbd://127.0.0.1:10809,format=qcow2,if=virtio`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeRef,
@@ -118,7 +122,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if o.maxConns < 1 {
 		return usagef("--max-connections must be at least 1")
 	}
-	opts, err := o.disk.options()
+	opts, err := o.disk.options(cmd)
 	if err != nil {
 		return err
 	}
@@ -148,7 +152,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s) at %s\n", f.Name(), f.Size(), f.Format(), nbd.URI(ln.Addr(), ""))
+	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), nbd.URI(ln.Addr(), ""))
 	err = srv.Serve(ctx, ln) // closes ln, which removes a unix socket
 	f.Close()                // cancels the readahead
 	if o.stats != "" {
@@ -169,9 +173,18 @@ func (b exportBackend) Extents(off, length int64) ([]nbd.Extent, error) {
 	return out, nil
 }
 
+// signedNote says which digest's signature Open checked, if it did.
+func signedNote(f *disk.File) string {
+	if h, ok := f.Signed(); ok {
+		return ", signature verified for " + h.String()
+	}
+	return ""
+}
+
 // serveStats is what serve --stats prints.
 type serveStats struct {
 	File    string  `json:"file"`
+	Signed  string  `json:"signed,omitempty"`
 	Size    int64   `json:"size"`
 	Format  string  `json:"format"`
 	Seconds float64 `json:"seconds"`
@@ -181,14 +194,17 @@ type serveStats struct {
 
 func (o *serveOptions) printStats(w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
 	st := serveStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Seconds: took.Seconds(), Stats: f.Stats(), NBD: ns}
+	if h, ok := f.Signed(); ok {
+		st.Signed = h.String()
+	}
 	if o.stats == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return
 	}
-	fmt.Fprintf(w, "served %s (%s, %s) for %.1fs: %d connections, %d reads (%s read, %s as holes), %d block status, %d errors; "+
+	fmt.Fprintf(w, "served %s (%s, %s%s) for %.1fs: %d connections, %d reads (%s read, %s as holes), %d block status, %d errors; "+
 		"%d requests, %s fetched (TOC %s in %d), %d chunks fetched (%d read ahead, %d of them used), %d cache hits, %d from --cache-dir, %d zero chunks, %d retries\n",
-		f.Name(), size.Format(f.Size()), f.Format(), took.Seconds(), ns.Connections, ns.Reads, size.Format(ns.BytesRead), size.Format(ns.ZeroBytes),
+		f.Name(), size.Format(f.Size()), f.Format(), signedNote(f), took.Seconds(), ns.Connections, ns.Reads, size.Format(ns.BytesRead), size.Format(ns.ZeroBytes),
 		ns.BlockStatus, ns.Errors, st.Requests, size.Format(st.BytesFetched), size.Format(st.TOCBytes), st.TOCRequests,
 		st.ChunksFetched, st.ReadaheadChunks, st.ReadaheadHits, st.CacheHits, st.DiskCacheHits, st.ZeroChunks, st.Retries)
 }

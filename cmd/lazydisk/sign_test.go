@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,16 +103,36 @@ func TestVerifyTamper(t *testing.T) {
 	// signed pushes and signs an eStargz image of its own content (blobs are
 	// shared across repositories, so corrupting one must not touch others).
 	seed := uint64(10)
+	diskOf := map[string]string{} // tag -> the disk file it was made from
 	signed := func(t *testing.T, repo string) (tag, digest string) {
 		t.Helper()
 		seed++
 		disk, _ := diskFile(t, t.TempDir(), "vm.img", 500<<10, seed)
 		tag = "docker://" + reg.Host + "/" + repo + ":v1"
+		diskOf[tag] = disk
 		digest = strings.TrimSpace(mustCLI(t, "convert", "--estargz", "--chunk-size", "64K", "disk:"+disk, tag))
 		mustCLI(t, "sign", "--key", key+".key", tag)
 		return tag, digest
 	}
 	repoOf := func(tag string) string { return strings.TrimPrefix(strings.TrimSuffix(tag, ":v1"), "docker://") }
+	// readKey reads the whole disk with read --key: on success the bytes
+	// are the disk's; on failure nothing is written.
+	readKey := func(t *testing.T, code int, want, pub, tag string, more ...string) {
+		t.Helper()
+		out := filepath.Join(t.TempDir(), "disk.out")
+		wantExit(t, code, want, append([]string{"read", "--key", pub, "--range", "all", "-o", out, tag}, more...)...)
+		got, err := os.ReadFile(out)
+		switch {
+		case code != 0 && err == nil:
+			t.Errorf("read --key failed with exit %d but wrote %s", code, out)
+		case code == 0 && err != nil:
+			t.Error(err)
+		case code == 0:
+			if orig, _ := os.ReadFile(diskOf[tag]); !bytes.Equal(got, orig) {
+				t.Errorf("read --key of %s: %d bytes differ from the disk's %d", tag, len(got), len(orig))
+			}
+		}
+	}
 
 	t.Run("signed image verifies", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/ok")
@@ -119,16 +140,46 @@ func TestVerifyTamper(t *testing.T) {
 		if !strings.Contains(out, "verified: signature -> manifest -> TOC annotations -> TOCs -> chunks") {
 			t.Errorf("report:\n%s", out)
 		}
+		readKey(t, 0, "", key+".pub", tag)
+		readKey(t, 0, "", key+".pub", tag, "--signature-format", "legacy")
+		_, errOut, _ := cli(t, "read", "--key", key+".pub", "--range", "0:4K", "-o", filepath.Join(t.TempDir(), "x"), "--stats", tag)
+		if !strings.Contains(errOut, "signature verified for sha256:") {
+			t.Errorf("read --key --stats does not say the signature was verified: %s", errOut)
+		}
+		wantExit(t, 2, "cannot be combined", "read", "--key", key+".pub", "--insecure-skip-toc-digest", "--range", "0:1", tag)
+		wantExit(t, 2, "--signature-format needs --key", "read", "--signature-format", "bundle", "--range", "0:1", tag)
+
+		// serve --key: the same check before it listens.
+		s := serve(t, tag, "--key", key+".pub", "--listen", "unix://"+socketIn(t), "--stats")
+		if !strings.Contains(s.stderr.String(), "signature verified for sha256:") {
+			t.Errorf("serve --key does not say the signature was verified: %s", s.stderr)
+		}
+		if _, err := exec.LookPath("nbdcopy"); err == nil {
+			out := filepath.Join(t.TempDir(), "copy")
+			tool(t, "nbdcopy", s.uri, out)
+			if got, orig := sha256File(t, out), sha256File(t, diskOf[tag]); got != orig {
+				t.Errorf("nbdcopy through serve --key: sha256 %s, the disk's %s", got, orig)
+			}
+		}
+		if code, stderr := s.stop(t); code != 0 || !strings.Contains(stderr, "served disk/vm.img (500.0 KiB, estargz, signature verified for sha256:") {
+			t.Errorf("serve --key: exit %d, stderr %q", code, stderr)
+		}
+		wantExit(t, 2, "cannot be combined", "serve", "--key", key+".pub", "--insecure-skip-toc-digest", "--listen", "tcp://127.0.0.1:0", tag)
+		wantExit(t, 2, "--signature-format needs --key", "serve", "--signature-format", "bundle", "--listen", "tcp://127.0.0.1:0", tag)
 	})
 	t.Run("unsigned", func(t *testing.T) {
 		disk, _ := diskFile(t, t.TempDir(), "vm.img", 100<<10, 99)
 		tag := "docker://" + reg.Host + "/tamper/unsigned:v1"
 		mustCLI(t, "convert", "--estargz", "disk:"+disk, tag)
 		wantExit(t, exitNoSignature, "no signature", "verify", "--key", key+".pub", tag)
+		readKey(t, exitNoSignature, "no signature", key+".pub", tag)
+		wantExit(t, exitNoSignature, "no signature", "serve", "--key", key+".pub", "--listen", "tcp://127.0.0.1:0", tag)
 	})
 	t.Run("another key", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/other-key")
 		wantExit(t, exitBadSignature, "bad signature", "verify", "--key", other+".pub", tag)
+		readKey(t, exitBadSignature, "bad signature", other+".pub", tag)
+		wantExit(t, exitBadSignature, "bad signature", "serve", "--key", other+".pub", "--listen", "tcp://127.0.0.1:0", tag)
 	})
 	t.Run("one annotation changed", func(t *testing.T) {
 		tag, digest := signed(t, "tamper/annotation")
@@ -137,9 +188,11 @@ func TestVerifyTamper(t *testing.T) {
 		newDigest := putManifest(t, repoOf(tag)+":v1", m)
 		// The tag now names a manifest nobody signed.
 		wantExit(t, exitNoSignature, "no signature for "+newDigest, "verify", "--key", key+".pub", tag)
+		readKey(t, exitNoSignature, "no signature for "+newDigest, key+".pub", tag)
 		// Replaying the old signatures onto the new digest does not help.
 		replaySignatures(t, repoOf(tag), digest, newDigest)
 		wantExit(t, exitBadSignature, "bad signature for "+newDigest, "verify", "--key", key+".pub", tag)
+		readKey(t, exitBadSignature, "bad signature for "+newDigest, key+".pub", tag)
 		wantExit(t, exitBadSignature, "not "+newDigest, "verify", "--key", key+".pub", "--signature-format", "legacy", tag)
 	})
 	t.Run("layer swapped in the manifest", func(t *testing.T) {
@@ -160,8 +213,11 @@ func TestVerifyTamper(t *testing.T) {
 		m.Layers[0] = om.Layers[0]
 		newDigest := putManifest(t, repoOf(tag)+":v1", m)
 		wantExit(t, exitNoSignature, "no signature", "verify", "--key", key+".pub", tag)
+		readKey(t, exitNoSignature, "no signature", key+".pub", tag)
+		wantExit(t, exitNoSignature, "no signature", "serve", "--key", key+".pub", "--listen", "tcp://127.0.0.1:0", tag)
 		replaySignatures(t, repoOf(tag), digest, newDigest)
 		wantExit(t, exitBadSignature, "bad signature", "verify", "--key", key+".pub", tag)
+		readKey(t, exitBadSignature, "bad signature", key+".pub", tag)
 	})
 	t.Run("layer blob swapped in storage", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/blob")
@@ -176,6 +232,7 @@ func TestVerifyTamper(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantExit(t, exitContentMismatch, "content does not match", "verify", "--key", key+".pub", tag)
+		readKey(t, exitContentMismatch, "content does not match the signed manifest", key+".pub", tag)
 	})
 	t.Run("chunk corrupted", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/chunk")
@@ -185,6 +242,9 @@ func TestVerifyTamper(t *testing.T) {
 		// The TOC still matches: only reading (or --deep) finds the chunk.
 		wantExit(t, 0, "", "verify", "--key", key+".pub", tag)
 		wantExit(t, exitContentMismatch, "content does not match the signed manifest: layer 0", "verify", "--key", key+".pub", "--deep", tag)
+		readKey(t, exitContentMismatch, "content does not match the signed manifest: chunk", key+".pub", tag)
+		// The chunks before the corrupt one read fine.
+		wantExit(t, 0, "", "read", "--key", key+".pub", "--range", "0:4K", "-o", filepath.Join(t.TempDir(), "head"), tag)
 	})
 	t.Run("TOC corrupted", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/toc")
@@ -194,6 +254,7 @@ func TestVerifyTamper(t *testing.T) {
 		if !strings.Contains(out, "FAIL") {
 			t.Errorf("report does not show the failing step:\n%s", out)
 		}
+		readKey(t, exitContentMismatch, "content does not match the signed manifest", key+".pub", tag)
 	})
 	t.Run("TOC annotation missing", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/no-annotation")
@@ -202,6 +263,7 @@ func TestVerifyTamper(t *testing.T) {
 		putManifest(t, repoOf(tag)+":v1", m)
 		mustCLI(t, "sign", "--key", key+".key", tag) // signed, but the TOC is not covered
 		wantExit(t, exitContentMismatch, "without a TOC digest annotation", "verify", "--key", key+".pub", tag)
+		readKey(t, exitContentMismatch, "has no TOC digest annotation", key+".pub", tag)
 	})
 	t.Run("json report", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/json")

@@ -136,11 +136,11 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		return err
 	}
 	opts := []verify.Option{verify.WithFormat(sf), verify.WithAnnotations(ann), verify.WithDeep(o.deep), verify.WithTempDir(o.tmpDir)}
-	if o.platform != "" {
-		p, err := v1.ParsePlatform(o.platform)
-		if err != nil || p.OS == "" || p.Architecture == "" {
-			return usagef("--platform %q: use os/arch[/variant], for example linux/amd64", o.platform)
-		}
+	p, err := parsePlatformFlag(o.platform)
+	if err != nil {
+		return err
+	}
+	if p != nil {
 		opts = append(opts, verify.WithPlatform(p))
 	}
 	ref, err := imageref.Parse(refArg)
