@@ -471,6 +471,63 @@ func TestServeErrors(t *testing.T) {
 	}
 }
 
+// TestServeCorrupt serves an image with a corrupt chunk: reading it fails
+// with EIO, the error is logged, and the rest of the disk still reads.
+func TestServeCorrupt(t *testing.T) {
+	t.Parallel()
+	needClients(t, "qemu-io")
+	reg := testregistry.Start(t)
+	dir := t.TempDir()
+	path, _ := diskFile(t, dir, "vm.img", 2<<20, 5)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := "docker://" + reg.Host + "/serve/corrupt:1"
+	mustCLI(t, "convert", "--zstd-chunked", "--chunk-size", "64K", "disk:"+path, ref)
+	var res tocOutput
+	if err := json.Unmarshal([]byte(mustCLI(t, "toc", "--format", "json", "--chunks", ref)), &res); err != nil {
+		t.Fatal(err)
+	}
+	var bad chunkTOC
+	for _, c := range res.Layers[0].Files[len(res.Layers[0].Files)-1].ChunkList {
+		if c.CompressedSize > 1000 && c.Offset > 1<<20 {
+			bad = c
+			break
+		}
+	}
+	if bad.Size == 0 {
+		t.Fatal("no chunk to corrupt")
+	}
+	blob := reg.BlobPath(res.Layers[0].Digest)
+	b, err := os.ReadFile(blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[bad.CompressedOffset+bad.CompressedSize/2] ^= 1
+	if err := os.WriteFile(blob, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	s := serve(t, ref, "--listen", "unix://"+socketIn(t), "--stats=json")
+	out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 4096", bad.Offset), s.uri).CombinedOutput()
+	if err == nil && !strings.Contains(string(out), "Input/output error") {
+		t.Errorf("qemu-io read of the corrupt chunk succeeded: %s", out)
+	}
+	if got := qemuRead(t, s.uri, 4096, 8192); !bytes.Equal(got, data[4096:4096+8192]) {
+		t.Error("a read of good chunks differs from the file")
+	}
+	code, stderr := s.stop(t)
+	if code != 0 {
+		t.Errorf("serve exited %d: %s", code, stderr)
+	}
+	t.Logf("serve's stderr:\n%s", stderr)
+	st := serveStatsOf(t, stderr)
+	if st.NBD.BackendErrors == 0 || !strings.Contains(stderr, "level=ERROR") || !strings.Contains(stderr, "chunk does not match its TOC digest") {
+		t.Errorf("serve's stderr does not log the corrupt chunk, or stats %+v:\n%s", st.NBD, stderr)
+	}
+}
+
 // TestServeSignal runs serve as a process and stops it with SIGTERM: it
 // exits 0, removes its socket and prints its stats.
 func TestServeSignal(t *testing.T) {
