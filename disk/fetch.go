@@ -73,11 +73,11 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 	}
 	if o.readahead > 0 {
 		fe.wanted = make([]bool, len(f.Chunks))
+		// What readahead fetched stays cached until read: the readahead is
+		// at most half the cache.
+		fe.cache.pinned = func(i int) bool { _, ok := fe.ahead[i]; return ok }
+		fe.cache.evicted = func(i int) { fe.unahead(i) }
 	}
-	// What readahead fetched stays cached until read: the readahead is at
-	// most half the cache.
-	fe.cache.pinned = func(i int) bool { _, ok := fe.ahead[i]; return ok }
-	fe.cache.evicted = func(i int) { fe.unahead(i) }
 	if o.cacheDir != "" {
 		d, err := openDirCache(o.cacheDir)
 		if err != nil {
