@@ -142,7 +142,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	defer f.Close()
 	srv, err := nbd.New([]nbd.Export{{
 		Name:        f.Name(),
-		Description: fmt.Sprintf("%s in %s@%s", f.Name(), f.Ref(), f.Manifest()),
+		Description: fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
 		Backend:     exportBackend{f},
 	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
 	if err != nil {

@@ -267,6 +267,9 @@ func TestServe(t *testing.T) {
 				t.Errorf("ready line %q", m[0])
 			}
 
+			if list := tool(t, "nbdinfo", "--list", s.uri); !strings.Contains(list, `export="disk/vm.qcow2"`) || !strings.Contains(list, "description: /disk/vm.qcow2 of "+ref+" (manifest sha256:") {
+				t.Errorf("nbdinfo --list says:\n%s", list)
+			}
 			info := tool(t, "qemu-img", "info", s.uri)
 			if !strings.Contains(info, "file format: qcow2") || !strings.Contains(info, "virtual size: 12 MiB (12582912 bytes)") {
 				t.Errorf("qemu-img info says:\n%s", info)
