@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/internal/clitest"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -35,25 +36,13 @@ import (
 // needClients skips the test unless every client is installed.
 func needClients(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-utils libnbd-bin): skipping the NBD client test", tool)
-		}
-	}
+	clitest.Need(t, "apt-get install qemu-utils libnbd-bin", tools...)
 }
 
 // tool runs a client with a 60 s limit and returns its standard output.
 func tool(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
+	return clitest.Run(t, time.Minute, name, args...)
 }
 
 // qcow2Disk writes a qcow2 disk of size virtual bytes, shaped like a VM

@@ -2,19 +2,19 @@ package nbd
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lazydisk/lazydisk/internal/clitest"
 )
 
 // These tests check the server with the real clients: qemu-img and
@@ -24,25 +24,13 @@ import (
 // needTools skips the test unless every tool is installed.
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (apt-get install qemu-utils libnbd-bin): skipping the real-client test", tool)
-		}
-	}
+	clitest.Need(t, "apt-get install qemu-utils libnbd-bin", tools...)
 }
 
 // run runs a tool with a 30 s limit and returns its standard output.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", name, strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
+	return clitest.Run(t, 30*time.Second, name, args...)
 }
 
 // zeroExtents returns the extents of data at the granularity of block:

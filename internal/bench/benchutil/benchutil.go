@@ -4,6 +4,7 @@ package benchutil
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -22,6 +23,18 @@ const (
 	MiB = 1 << 20
 	GiB = 1 << 30
 )
+
+// ErrGoalMissed is returned by a benchmark that ran but missed a goal.
+var ErrGoalMissed = errors.New("a benchmark goal was missed")
+
+// Mark is what a result table prints beside a ratio: "ok" when the goal is
+// met, else "MISSED".
+func Mark(ok bool) string {
+	if ok {
+		return "ok"
+	}
+	return "MISSED"
+}
 
 // PrintMachine prints the date, the machine and the Go version, which
 // every result needs next to it.

@@ -134,7 +134,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 		missed = append(missed, zm...)
 	}
 	if len(missed) > 0 {
-		return fmt.Errorf("%w: %s", errGoalMissed, strings.Join(missed, ", "))
+		return fmt.Errorf("%w: %s", benchutil.ErrGoalMissed, strings.Join(missed, ", "))
 	}
 	fmt.Fprintln(w, "\nall goals met")
 	return nil

@@ -20,10 +20,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-)
 
-// errGoalMissed is returned when the run worked but a goal was not met.
-var errGoalMissed = errors.New("a benchmark goal was missed")
+	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+)
 
 type config struct {
 	disk     string // the realistic disk, converted side by side
@@ -79,7 +78,7 @@ func main() {
 	} else {
 		err = runBench(ctx, os.Stdout, cfg)
 	}
-	if errors.Is(err, errGoalMissed) {
+	if errors.Is(err, benchutil.ErrGoalMissed) {
 		fmt.Fprintln(os.Stderr, "benchconvert:", err)
 		os.Exit(1)
 	}

@@ -47,8 +47,6 @@ import (
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
-var errGoalMissed = errors.New("a benchmark goal was missed")
-
 type config struct {
 	disk  string
 	work  string
@@ -71,7 +69,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "benchread:", err)
-		if errors.Is(err, errGoalMissed) {
+		if errors.Is(err, benchutil.ErrGoalMissed) {
 			os.Exit(1)
 		}
 		os.Exit(2)
@@ -130,8 +128,8 @@ func run(ctx context.Context, cfg config) error {
 		ratio := base.time.Seconds() / r.time.Seconds()
 		ok := ratio >= 50 && r.bytesOK
 		missed = missed || !ok
-		fmt.Printf("| %s | %.1f ms | %.2f s | %.0fx %s | %d | %s | %s %s |\n", format, r.time.Seconds()*1000, base.time.Seconds(), ratio, mark(ratio >= 50),
-			r.requests, benchutil.Commas(r.bytes), benchutil.Commas(r.bound), mark(r.bytesOK))
+		fmt.Printf("| %s | %.1f ms | %.2f s | %.0fx %s | %d | %s | %s %s |\n", format, r.time.Seconds()*1000, base.time.Seconds(), ratio, benchutil.Mark(ratio >= 50),
+			r.requests, benchutil.Commas(r.bytes), benchutil.Commas(r.bound), benchutil.Mark(r.bytesOK))
 	}
 	fmt.Println()
 	fmt.Println("(b) The whole disk (`--range all`: parallel range requests, decompression and verification), median:")
@@ -157,20 +155,13 @@ func run(ctx context.Context, cfg config) error {
 		ratio := base.time.Seconds() / r.time.Seconds()
 		missed = missed || ratio < 1.0
 		fmt.Printf("| %s | %.2f s | %.0f | %.0f | %.2fx %s | %d | %s |\n", format, r.time.Seconds(), benchutil.MBps(fi.Size(), r.time),
-			benchutil.MBps(fi.Size(), base.time), ratio, mark(ratio >= 1.0), r.requests, benchutil.Commas(r.bytes))
+			benchutil.MBps(fi.Size(), base.time), ratio, benchutil.Mark(ratio >= 1.0), r.requests, benchutil.Commas(r.bytes))
 	}
 	fmt.Println()
 	if missed {
-		return errGoalMissed
+		return benchutil.ErrGoalMissed
 	}
 	return nil
-}
-
-func mark(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "MISSED"
 }
 
 type baseline struct {

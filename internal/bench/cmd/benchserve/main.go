@@ -49,8 +49,6 @@ import (
 	"github.com/lazydisk/lazydisk/toc"
 )
 
-var errGoalMissed = errors.New("a benchmark goal was missed")
-
 type config struct {
 	disk     string
 	work     string
@@ -73,7 +71,7 @@ func main() {
 	defer stop()
 	if err := run(ctx, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "benchserve:", err)
-		if errors.Is(err, errGoalMissed) {
+		if errors.Is(err, benchutil.ErrGoalMissed) {
 			os.Exit(1)
 		}
 		os.Exit(2)
@@ -185,16 +183,9 @@ func run(ctx context.Context, cfg config) error {
 		missed = true
 	}
 	if missed {
-		return errGoalMissed
+		return benchutil.ErrGoalMissed
 	}
 	return nil
-}
-
-func mark(ok bool) string {
-	if ok {
-		return "ok"
-	}
-	return "MISSED"
 }
 
 // server is one way of serving the disk.
@@ -360,8 +351,8 @@ func (b *bench) firstReads(ctx context.Context) (bool, error) {
 		ratio := base.Seconds() / t.Seconds()
 		good := ratio >= 50 && worst.fetched == worst.bound
 		ok = ok && good
-		fmt.Printf("| %s | %.1f ms | %.0fx %s | %s | %s %s |\n", s, t.Seconds()*1000, ratio, mark(ratio >= 50),
-			benchutil.Commas(worst.fetched), benchutil.Commas(worst.bound), mark(worst.fetched == worst.bound))
+		fmt.Printf("| %s | %.1f ms | %.0fx %s | %s | %s %s |\n", s, t.Seconds()*1000, ratio, benchutil.Mark(ratio >= 50),
+			benchutil.Commas(worst.fetched), benchutil.Commas(worst.bound), benchutil.Mark(worst.fetched == worst.bound))
 	}
 	fmt.Println()
 	return ok, nil
@@ -526,7 +517,7 @@ func (b *bench) converts(ctx context.Context) (bool, error) {
 		goal := ""
 		if s.readahead == "" {
 			ok = ok && ratio >= 1
-			goal = " " + mark(ratio >= 1)
+			goal = " " + benchutil.Mark(ratio >= 1)
 		}
 		fmt.Printf("| %s | %.2f s | %.0f | %.2fx%s | %.2f s | %d | %s | %s (%s) |\n", s, r.time.Seconds(), benchutil.MBps(b.size, r.time), ratio, goal,
 			r.cpu.Seconds(), r.st.Requests, benchutil.Commas(r.st.BytesFetched), benchutil.Commas(r.st.ReadaheadChunks), benchutil.Commas(r.st.ReadaheadHits))
@@ -562,7 +553,7 @@ func (b *bench) copies(ctx context.Context) (bool, error) {
 		cpuOK := with.cpu.Seconds() <= 1.1*read.clientCPU.Seconds()
 		ok = ok && cpuOK
 		fmt.Printf("| %s | %.2f s | %.2f s | %.2f s | %.2fx | %.2f s %s + %.2f s | %.2f s | %.2fx | %.2f + %.2f s |\n", s.format,
-			read.time.Seconds(), read.clientCPU.Seconds(), with.time.Seconds(), ratio, with.cpu.Seconds(), mark(cpuOK), with.clientCPU.Seconds(),
+			read.time.Seconds(), read.clientCPU.Seconds(), with.time.Seconds(), ratio, with.cpu.Seconds(), benchutil.Mark(cpuOK), with.clientCPU.Seconds(),
 			without.time.Seconds(), ratio0, without.cpu.Seconds(), without.clientCPU.Seconds())
 	}
 	fmt.Println()
