@@ -44,9 +44,9 @@ client's read with EIO and is logged.
 All connections share one cache of verified chunks, so clients that open
 several connections (nbdcopy, qemu-img with multi-conn) fetch each chunk once.
 Reads that run sequentially, several streams at once, are read ahead (up to
---readahead bytes fetched before they are asked for), so a whole copy runs
-about as fast as read --range all; isolated reads fetch only the chunks they
-cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
+--readahead bytes fetched before they are asked for), so a whole copy keeps
+several range requests in flight as read --range all does; isolated reads
+fetch only the chunks they cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
 
 --listen is a unix socket (unix:///run/disk.sock; a stale socket file that
 nothing answers on is replaced, and the file is removed on exit) or a TCP
