@@ -178,20 +178,7 @@ func TestCorruptChunk(t *testing.T) {
 			ref, img := pushDisk(t, reg, "corrupt/"+string(format), format, data, nil)
 			f := open(t, ref, disk.WithCacheSize(0))
 			bounds := disk.ChunkBounds(f)
-			i := len(bounds) / 3
-			for disk.CompressedSizes(f)[i] < 1000 {
-				i++
-			}
-			path := reg.BlobPath(layerDigest(t, img).String())
-			blob, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			off := chunkBlobOffset(t, blob, int64(len(blob)), img, bounds[i])
-			blob[off+disk.CompressedSizes(f)[i]/2] ^= 0x40
-			if err := os.WriteFile(path, blob, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			i := corruptChunk(t, reg, img, f, len(bounds)/3)
 			p := make([]byte, 4096)
 			for _, at := range []int64{bounds[i], bounds[i+1] - 10, bounds[i] - 10} {
 				n, err := f.ReadAt(p, at)
@@ -207,6 +194,28 @@ func TestCorruptChunk(t *testing.T) {
 			checkRead(t, f, data, 0, bounds[i])
 		})
 	}
+}
+
+// corruptChunk flips one byte in the middle of the first chunk of f from
+// chunk index from on that has at least 1000 compressed bytes, in the
+// registry's storage of img's layer, and returns the chunk's index.
+func corruptChunk(t *testing.T, reg *testregistry.Registry, img v1.Image, f *disk.File, from int) int {
+	t.Helper()
+	bounds, sizes := disk.ChunkBounds(f), disk.CompressedSizes(f)
+	i := from
+	for sizes[i] < 1000 {
+		i++
+	}
+	path := reg.BlobPath(layerDigest(t, img).String())
+	blob, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blob[chunkBlobOffset(t, blob, int64(len(blob)), img, bounds[i])+sizes[i]/2] ^= 0x40
+	if err := os.WriteFile(path, blob, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return i
 }
 
 // chunkBlobOffset finds where the chunk at file offset off starts in the blob.

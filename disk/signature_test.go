@@ -120,23 +120,11 @@ func TestSignature(t *testing.T) {
 		ref, img := pushDisk(t, reg, "signed/corrupt", formats[0], data, nil)
 		signRef(t, key, ref)
 		plain := open(t, ref)
-		bounds, sizes := disk.ChunkBounds(plain), disk.CompressedSizes(plain)
-		i := len(bounds) / 2
-		for sizes[i] < 1000 {
-			i++
-		}
-		path := reg.BlobPath(layerDigest(t, img).String())
-		blob, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		blob[chunkBlobOffset(t, blob, int64(len(blob)), img, bounds[i])+sizes[i]/2] ^= 0x40
-		if err := os.WriteFile(path, blob, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		bounds := disk.ChunkBounds(plain)
+		i := corruptChunk(t, reg, img, plain, len(bounds)/2)
 		f := open(t, ref, disk.WithSignature(key.verifier))
 		buf := make([]byte, 4096)
-		_, err = f.ReadAt(buf, bounds[i])
+		_, err := f.ReadAt(buf, bounds[i])
 		if !errors.Is(err, verify.ErrContentMismatch) || !errors.Is(err, disk.ErrChunkDigest) {
 			t.Errorf("reading the corrupt chunk: %v, want ErrContentMismatch and ErrChunkDigest", err)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,7 +55,7 @@ right, 1 when some would change.`,
 	f.BoolVar(&o.check, "check", false, "report what would change and exit 1 if anything would, without writing DST")
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	f.StringVar(&o.digestFile, "digestfile", "", "also write the result's digest to this file")
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.MarkFlagFilename("digestfile")
 	return cmd
 }
@@ -65,8 +64,8 @@ right, 1 when some would change.`,
 var errAnnotationsWrong = errors.New("annotations are missing or wrong (run without --check to fix them)")
 
 func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, dstArg string) error {
-	if o.format != "text" && o.format != "json" {
-		return usagef("--format must be text or json, not %q", o.format)
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
 	}
 	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
@@ -122,9 +121,7 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 
 func (o *annotateOptions) print(cmd *cobra.Command, res *annotate.Result) {
 	if o.format == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(res)
+		_ = printJSON(cmd.OutOrStdout(), res)
 		return
 	}
 	w := cmd.ErrOrStderr()

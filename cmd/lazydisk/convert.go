@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -107,9 +106,9 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.sigFormat, "signature-format", string(sign.FormatBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
 	_ = cmd.MarkFlagFilename("sign-key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("chunk-size", cobra.FixedCompletions([]string{"256K", "512K", "1M", "2M", "4M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "3", "6", "9", "19"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagDirname("tmpdir")
@@ -139,8 +138,8 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	default:
 		return usageError{errNoFormat}
 	}
-	if o.format != "text" && o.format != "json" {
-		return usagef("--format must be text or json, not %q", o.format)
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
 	}
 	chunk, err := size.Parse(o.chunkSize)
 	if err != nil {
@@ -248,9 +247,7 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		}
 	}
 	if o.format == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return printJSON(cmd.OutOrStdout(), out)
 	}
 	printSummary(cmd.ErrOrStderr(), dst.String(), conv.Result)
 	if n := out.CopiedSignatures; n != nil {

@@ -35,7 +35,7 @@ func (d *diskFlags) addFlags(cmd *cobra.Command) {
 	f.StringVar(&d.sigFormat, "signature-format", string(verify.FormatAny), "with --key, the accepted signature forms: any, bundle or legacy")
 	_ = cmd.MarkFlagFilename("key", "pub")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"any", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("file", cobra.NoFileCompletions)
 	_ = cmd.MarkFlagDirname("cache-dir")
 }
@@ -87,8 +87,8 @@ func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 
 // checkStatsFlag checks --stats: empty, text or json.
 func checkStatsFlag(s string) error {
-	if s != "" && s != "text" && s != "json" {
-		return usagef("--stats must be text or json, not %q", s)
+	if s == "" {
+		return nil
 	}
-	return nil
+	return checkTextOrJSON("stats", s)
 }

@@ -70,7 +70,7 @@ tokens and signed storage URLs are renewed.`,
 	f.Lookup("stats").NoOptDefVal = "text"
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("range", cobra.FixedCompletions([]string{"all", "0:4K"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("stats", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
 	return cmd
 }
 

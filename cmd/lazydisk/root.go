@@ -1,8 +1,10 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 
@@ -20,6 +22,27 @@ func (u usageError) Error() string { return u.err.Error() }
 func (u usageError) Unwrap() error { return u.err }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Errorf(format, a...)} }
+
+// checkTextOrJSON checks an output format flag: text or json.
+func checkTextOrJSON(flag, v string) error {
+	if v != "text" && v != "json" {
+		return usagef("--%s must be text or json, not %q", flag, v)
+	}
+	return nil
+}
+
+// printJSON writes v to w as indented JSON, for --format json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Completions of the flags several commands share.
+var (
+	completeTextJSON  = cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp)
+	completePlatforms = cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp)
+)
 
 // oneLine keeps an error message to one line, as users read it in CI logs.
 func oneLine(err error) string {

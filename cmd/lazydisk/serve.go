@@ -97,7 +97,7 @@ and answered with EIO.`,
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("max-connections", cobra.NoFileCompletions)
-	_ = cmd.RegisterFlagCompletionFunc("stats", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
 	return cmd
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -81,15 +80,15 @@ The signed digest is printed on stdout.`,
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	_ = cmd.MarkFlagFilename("key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.RegisterFlagCompletionFunc("annotation", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("identity", cobra.NoFileCompletions)
 	return cmd
 }
 
 func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string) error {
-	if o.format != "text" && o.format != "json" {
-		return usagef("--format must be text or json, not %q", o.format)
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
 	}
 	sf, err := sign.ParseFormat(o.sigFormat)
 	if err != nil {
@@ -119,9 +118,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return err
 	}
 	if o.format == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(cmd.OutOrStdout(), res)
 	}
 	printSigned(cmd.ErrOrStderr(), res)
 	fmt.Fprintln(cmd.OutOrStdout(), res.Digest)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -56,7 +55,7 @@ layers that are not seekable are reported, not errors.`,
 	f.StringVar(&o.format, "format", "table", "output format: table or json")
 	f.BoolVar(&o.chunks, "chunks", false, "list every chunk of every file")
 	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("layer", cobra.NoFileCompletions)
 	return cmd
 }
@@ -156,9 +155,7 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 		out.Layers = append(out.Layers, l)
 	}
 	if o.format == "json" {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
+		if err := printJSON(cmd.OutOrStdout(), out); err != nil {
 			return err
 		}
 	} else {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -109,8 +108,8 @@ Exit status:
 	_ = cmd.MarkFlagFilename("key", "pub")
 	_ = cmd.MarkFlagDirname("tmpdir")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"any", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"text", "json"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("platform", cobra.FixedCompletions([]string{"linux/amd64", "linux/arm64", "linux/s390x", "linux/ppc64le"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
+	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("annotation", cobra.NoFileCompletions)
 	return cmd
 }
@@ -124,8 +123,8 @@ type verifyOutput struct {
 }
 
 func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg string) error {
-	if o.format != "text" && o.format != "json" {
-		return usagef("--format must be text or json, not %q", o.format)
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
 	}
 	sf, err := verify.ParseFormat(o.sigFormat)
 	if err != nil {
@@ -163,9 +162,7 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		if err != nil {
 			out.Error, out.ExitCode = oneLine(err), exitCode(err)
 		}
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		if jerr := enc.Encode(out); jerr != nil {
+		if jerr := printJSON(cmd.OutOrStdout(), out); jerr != nil {
 			return jerr
 		}
 		return err

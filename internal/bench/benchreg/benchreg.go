@@ -31,8 +31,28 @@ import (
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
 )
+
+// Start runs a distribution registry on 127.0.0.1 with its storage in a
+// new directory under work, and returns its host:port and a function that
+// stops it and removes the storage.
+func Start(work string) (host string, stop func(), err error) {
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", nil, err
+	}
+	root, err := os.MkdirTemp(work, "registry-")
+	if err != nil {
+		return "", nil, err
+	}
+	reg, stopReg, err := testregistry.Serve(root)
+	if err != nil {
+		os.RemoveAll(root)
+		return "", nil, err
+	}
+	return reg.Host, func() { stopReg(); os.RemoveAll(root) }, nil
+}
 
 // DiskPath is where the images hold the disk.
 const DiskPath = "disk/disk.img"

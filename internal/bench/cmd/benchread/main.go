@@ -44,7 +44,6 @@ import (
 	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
 	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"github.com/lazydisk/lazydisk/internal/imageref"
-	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
 type config struct {
@@ -84,12 +83,7 @@ func run(ctx context.Context, cfg config) error {
 	if fi.Size() < 1<<30 {
 		return fmt.Errorf("%s is %d bytes; the benchmark wants at least 1 GiB", cfg.disk, fi.Size())
 	}
-	root, err := os.MkdirTemp(cfg.work, "registry-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(root)
-	reg, stopReg, err := testregistry.Serve(root)
+	host, stopReg, err := benchreg.Start(cfg.work)
 	if err != nil {
 		return err
 	}
@@ -104,7 +98,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	refs, err := benchreg.Push(ctx, "benchread", cfg.disk, cfg.work, reg.Host)
+	refs, err := benchreg.Push(ctx, "benchread", cfg.disk, cfg.work, host)
 	if err != nil {
 		return err
 	}

@@ -46,7 +46,6 @@ import (
 
 	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
 	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
-	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -113,15 +112,7 @@ func run(ctx context.Context, cfg config) error {
 	if fi.Size() < 1<<30 {
 		return fmt.Errorf("%s is %d bytes; the benchmark wants at least 1 GiB", cfg.disk, fi.Size())
 	}
-	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
-		return err
-	}
-	root, err := os.MkdirTemp(cfg.work, "registry-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(root)
-	reg, stopReg, err := testregistry.Serve(root)
+	host, stopReg, err := benchreg.Start(cfg.work)
 	if err != nil {
 		return err
 	}
@@ -140,7 +131,7 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
-	if b.refs, err = benchreg.Push(ctx, "benchserve", cfg.disk, cfg.work, reg.Host); err != nil {
+	if b.refs, err = benchreg.Push(ctx, "benchserve", cfg.disk, cfg.work, host); err != nil {
 		return err
 	}
 	if b.blobURL, err = benchreg.BlobURL(ctx, b.refs["gzip"]); err != nil {
