@@ -63,6 +63,7 @@ bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fspr
 	bash internal/bench/run.sh
 	bash internal/bench/run.sh -read
 	bash internal/bench/run.sh -serve
+	bash internal/bench/run.sh -sparse
 
 .PHONY: lint
 lint: ## gofmt and go vet

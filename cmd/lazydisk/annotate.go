@@ -13,6 +13,7 @@ import (
 	"github.com/lazydisk/lazydisk/annotate"
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/outfile"
 )
 
 type annotateOptions struct {
@@ -111,8 +112,8 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
 	if o.digestFile != "" {
-		if err := writeFileAtomic(o.digestFile, []byte(res.Digest.String()+"\n")); err != nil {
-			return fmt.Errorf("writing --digestfile: %w", err)
+		if err := outfile.WriteFile(ctx, o.digestFile, []byte(res.Digest.String()+"\n"), 0o666); err != nil {
+			return fmt.Errorf("--digestfile: %w", err)
 		}
 	}
 	o.print(cmd, res)

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/sign"
 )
@@ -242,8 +241,8 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		}
 	}
 	if o.digestFile != "" {
-		if err := writeFileAtomic(o.digestFile, []byte(conv.Result.Digest.String()+"\n")); err != nil {
-			return fmt.Errorf("writing --digestfile: %w", err)
+		if err := outfile.WriteFile(ctx, o.digestFile, []byte(conv.Result.Digest.String()+"\n"), 0o666); err != nil {
+			return fmt.Errorf("--digestfile: %w", err)
 		}
 	}
 	if o.format == "json" {
@@ -335,30 +334,4 @@ func shortDigest(d string) string {
 		return d[:i+13]
 	}
 	return d
-}
-
-// writeFileAtomic writes data to path through a temporary file and a rename.
-func writeFileAtomic(path string, data []byte) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
-
-// writeAtomic writes path through a temporary file beside it, renamed into
-// place only once write succeeded: a failure leaves no file behind.
-func writeAtomic(path string, write func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := write(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }

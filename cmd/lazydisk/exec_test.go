@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"go/build"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/lazydisk/lazydisk/internal/clitest"
 )
 
 // execAsLazydisk makes the test binary run as lazydisk, for tests that need
@@ -22,7 +25,13 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execAsLazydisk) == "1" {
 		main() // exits, stopping on SIGINT and SIGTERM as lazydisk does
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	// read -o once replaced /dev/null with a regular file, as root.
+	if err := clitest.CheckDevNull(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
+	os.Exit(code)
 }
 
 // offlineEnv is an environment in which nothing can be reached but the

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/sign"
 )
 
@@ -68,35 +69,12 @@ func (o *keygenOptions) run(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	if err := writeKeyFile(privPath, priv, 0o600); err != nil {
-		return fmt.Errorf("writing the private key: %w", err)
+	if err := outfile.WriteFile(cmd.Context(), privPath, priv, 0o600); err != nil {
+		return err
 	}
-	if err := writeKeyFile(pubPath, pub, 0o644); err != nil {
-		return fmt.Errorf("writing the public key: %w", err)
+	if err := outfile.WriteFile(cmd.Context(), pubPath, pub, 0o644); err != nil {
+		return err
 	}
 	fmt.Fprintf(cmd.ErrOrStderr(), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
 	return nil
-}
-
-// writeKeyFile writes data to path with mode perm, through a temporary file
-// created with that mode and a rename.
-func writeKeyFile(path string, data []byte, perm os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, perm)
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,14 +11,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
 
 type readOptions struct {
-	disk   diskFlags
-	ranges string
-	output string
-	stats  string
+	disk         diskFlags
+	ranges       string
+	output       string
+	stats        string
+	sparse       string
+	deviceZeroed bool
 }
 
 func newReadCmd(reg *registryOptions) *cobra.Command {
@@ -45,7 +47,19 @@ exit status is then 3 when there is no signature, 4 for a bad signature and 5
 when the TOC or a chunk does not match what the signed manifest says.
 
 Registry reads are retried on 429, 5xx, resets and stalls, with backoff; expired
-tokens and signed storage URLs are renewed.`,
+tokens and signed storage URLs are renewed.
+
+The output (-o) may be a regular file, a block device, a character device, a
+FIFO or a file descriptor (/dev/stdout, /dev/fd/N); a symlink is followed. A
+regular file is written atomically (a temporary file beside it, renamed over
+it once every byte is verified), keeping an existing file's mode. Anything
+else is written in place and never removed, renamed over or truncated; a
+block device smaller than the bytes to write is refused before anything is
+written. A regular file is sparse: runs of zero chunks (zstd:chunked zeros
+chunks, chunks whose digest is that of zeros) are left as holes, and with
+--sparse=always so is every 4 KiB block of zeros. On a block device zeros are
+written (by the kernel's zeroing where it can) unless --device-zeroed says the
+device already reads as zeros.`,
 		Example: `  # The qcow2 header of a containerDisk
   lazydisk read quay.io/containerdisks/fedora:41-esgz --range 0:512 | xxd | head
 
@@ -54,6 +68,12 @@ tokens and signed storage URLs are renewed.`,
 
   # The whole disk, verified chunk by chunk, with a cache that survives the process
   lazydisk read oci:mirror:fedora --range all --cache-dir ~/.cache/lazydisk -o fedora.qcow2
+
+  # Straight onto a block device (a CDI block-mode volume, a fresh LV)
+  lazydisk read registry.example.com/vm/fedora:41-raw --range all -o /dev/vdb --device-zeroed
+
+  # Into a pipe, for another tool to consume
+  mkfifo /tmp/disk.fifo; lazydisk read oci:mirror:fedora --range all -o /tmp/disk.fifo &
 
   # Only if the image is signed by this key
   lazydisk read --key cosign.pub registry.example.com/vm/fedora:41 --range 0:1M -o head.bin`,
@@ -65,12 +85,15 @@ tokens and signed storage URLs are renewed.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.ranges, "range", "", "OFFSET:LENGTH[,OFFSET:LENGTH...], or all (required)")
-	f.StringVarP(&o.output, "output", "o", "", "write the bytes to this file (atomically) or - for stdout (default: stdout, unless it is a terminal)")
+	f.StringVarP(&o.output, "output", "o", "", "write the bytes to this file (atomically), device or FIFO (in place), or - for stdout (default: stdout, unless it is a terminal)")
+	f.StringVar(&o.sparse, "sparse", "auto", "holes in a regular output file: auto (where the TOC says zeros), always (also every 4 KiB block of zeros) or never")
+	f.BoolVar(&o.deviceZeroed, "device-zeroed", false, "the output block device already reads as zeros: leave zero regions unwritten")
 	f.StringVar(&o.stats, "stats", "", "print requests, bytes fetched and time to stderr: text or json")
 	f.Lookup("stats").NoOptDefVal = "text"
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("range", cobra.FixedCompletions([]string{"all", "0:4K"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
+	_ = cmd.RegisterFlagCompletionFunc("sparse", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -125,6 +148,10 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err := checkStatsFlag(o.stats); err != nil {
 		return err
 	}
+	sparse, err := outfile.ParseSparse(o.sparse)
+	if err != nil {
+		return usagef("--sparse: %w", err)
+	}
 	opts, err := o.disk.options(cmd)
 	if err != nil {
 		return err
@@ -144,31 +171,44 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 			return usagef("--range %d:%d starts past the end of %s (%d bytes)", r.off, r.n, f.Name(), f.Size())
 		}
 	}
-	var read int64
-	write := func(w io.Writer) error {
-		bw := bufio.NewWriterSize(w, 1<<20)
-		for _, r := range ranges {
-			n := r.n
-			if n < 0 {
-				n = f.Size() - r.off
-			}
-			m, err := f.WriteRange(bw, r.off, n)
-			read += m
-			if err != nil {
-				return err
-			}
+	var total int64
+	for i, r := range ranges {
+		if r.n < 0 || r.off+r.n > f.Size() {
+			ranges[i].n = f.Size() - r.off
 		}
-		return bw.Flush()
+		total += ranges[i].n
 	}
-	if o.output == "" || o.output == "-" {
-		err = write(stdout)
+	out, err := o.openOutput(ctx, stdout, outfile.WithSize(total), outfile.WithSparse(sparse), outfile.WithDeviceZeroed(o.deviceZeroed))
+	if err != nil {
+		return err
+	}
+	var read int64
+	for _, r := range ranges {
+		m, werr := f.WriteRange(out, r.off, r.n)
+		read += m
+		if err = werr; err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = out.Commit()
 	} else {
-		err = writeAtomic(o.output, write)
+		out.Abort()
 	}
 	if o.stats != "" {
 		o.printStats(cmd.ErrOrStderr(), f, read, time.Since(start))
 	}
 	return err
+}
+
+// openOutput opens -o by outfile's rule; "", "-" and /dev/stdout are the
+// command's stdout.
+func (o *readOptions) openOutput(ctx context.Context, stdout io.Writer, opts ...outfile.Option) (*outfile.File, error) {
+	switch o.output {
+	case "", "-", "/dev/stdout":
+		return outfile.Stream(stdout, "stdout"), nil
+	}
+	return outfile.Create(ctx, o.output, opts...)
 }
 
 func (o *readOptions) printStats(w io.Writer, f *disk.File, read int64, took time.Duration) {

@@ -11,8 +11,11 @@
 #                          disk for the peak-memory check.
 #   CACHE/disk-3g.qcow2    disk-3g.img as qcow2 (64 KiB clusters, no compression):
 #                          a qcow2 file of about 1.1 GB, for the serve benchmark.
+#   CACHE/disk-20g.img     with -sparse only: a 20 GiB raw ext4 holding the
+#                          realistic disk's files (about 540 MB), a sparse
+#                          file, for the sparse-output benchmark.
 #
-# Usage: mkdisk.sh [CACHE]   (default CACHE: .bench in the current directory)
+# Usage: mkdisk.sh [-sparse] [CACHE]   (default CACHE: .bench in the current directory)
 #
 # A disk is rebuilt only when its recipe (the script's parameters and the
 # byte count of the source directories) or its size differs from the
@@ -27,6 +30,11 @@
 # which is removed when mke2fs is done.
 set -euo pipefail
 
+sparse_only=false
+if [[ ${1:-} == -sparse ]]; then
+	sparse_only=true
+	shift
+fi
 cache=${1:-.bench}
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
@@ -38,6 +46,25 @@ readonly big_bytes=$((3 << 30))
 # shellcheck source=internal/bench/disklib.sh
 source "$(dirname "$0")/disklib.sh"
 require_dirs "${small_dirs[@]}" "${big_dirs[@]}"
+
+# Sparse disk: 20 GiB of ext4, mostly free, as a sparse raw file.
+if $sparse_only; then
+	sparse="$cache/disk-20g.img"
+	sparse_recipe="v1 dirs=${small_dirs[*]} bytes=$(source_bytes "${small_dirs[@]}") image=$((20 << 30))"
+	if fresh "$sparse" "$sparse_recipe"; then
+		echo "mkdisk.sh: reusing $sparse" >&2
+	else
+		echo "mkdisk.sh: building $sparse from ${small_dirs[*]}" >&2
+		rm -f "$sparse" "$sparse.stamp"
+		stage_tree "${small_dirs[@]}"
+		mkfs "$sparse.tmp" $((20 << 30))
+		cleanup
+		stage=""
+		mv "$sparse.tmp" "$sparse"
+		echo "$sparse_recipe size=$(stat -c %s "$sparse")" >"$sparse.stamp"
+	fi
+	exit 0
+fi
 
 # Realistic disk: 1.2x its content, converted to qcow2.
 small="$cache/disk-550m.qcow2"

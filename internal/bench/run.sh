@@ -8,6 +8,8 @@
 #   bash internal/bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
 #   bash internal/bench/run.sh -serve         # lazydisk serve vs nbdkit curl+tar+gzip (bin/benchserve;
 #                                             # needs nbdkit: apt-get install nbdkit)
+#   bash internal/bench/run.sh -sparse        # read --range all of a 20 GiB sparse raw disk to a file vs
+#                                             # qemu-img convert through serve and a dense write
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -27,6 +29,7 @@ study=false
 zstd_study=false
 read=false
 serve=false
+sparse=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -41,6 +44,10 @@ for arg in "$@"; do
 		;;
 	-serve | --serve)
 		serve=true
+		continue
+		;;
+	-sparse | --sparse)
+		sparse=true
 		continue
 		;;
 	esac
@@ -58,6 +65,14 @@ if $read; then
 	bash internal/bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchread -disk "$cache/disk-3g.img" -work "$cache/work" "${rest[@]}"
+fi
+
+if $sparse; then
+	go build -o bin/benchserve ./internal/bench/cmd/benchserve
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash internal/bench/mkdisk.sh -sparse "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchserve -sparse "$cache/disk-20g.img" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 if $serve; then

@@ -21,6 +21,15 @@
 //     the socket, and nbdcopy's own CPU competes for the same cores, so on
 //     a machine with few cores the copy cannot reach the read's speed.
 //
+// With -sparse DISK it measures instead, on a large raw disk that is mostly
+// zeros (mkdisk.sh's 20 GiB ext4 holding about 540 MB of files):
+//
+//   - (d) the whole disk to a raw file: `lazydisk read --range all -o FILE`,
+//     which leaves holes where the TOC says zeros, against `qemu-img convert
+//     -f raw -O raw` through `lazydisk serve` (which finds the holes with NBD
+//     block status) and against `lazydisk read --sparse=never`, the dense
+//     write lazydisk did before: time and the output's allocated size.
+//
 // It prints Markdown tables for docs/benchmarks.md and exits 1 when a goal
 // of (a) or (b) is missed. internal/bench/run.sh -serve (part of make bench) runs it.
 package main
@@ -56,6 +65,7 @@ type config struct {
 	reads    int
 	runs     int
 	seed     uint64
+	sparse   string
 }
 
 func main() {
@@ -66,6 +76,7 @@ func main() {
 	flag.IntVar(&cfg.reads, "reads", 5, "first 4 KiB reads per server, at random offsets; the median counts")
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each whole-disk copy; the median counts")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random offsets")
+	flag.StringVar(&cfg.sparse, "sparse", "", "measure (d), sparse whole-disk copies, on this raw disk instead of (a)-(c)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -91,6 +102,9 @@ type bench struct {
 }
 
 func run(ctx context.Context, cfg config) error {
+	if cfg.sparse != "" {
+		return runSparse(ctx, cfg)
+	}
 	for _, t := range []string{"qemu-img", "qemu-io", "nbdcopy", "nbdkit"} {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s is missing: apt-get install qemu-utils libnbd-bin nbdkit", t)
@@ -418,7 +432,8 @@ func qemuRead(ctx context.Context, uri string, off, n int64) ([]byte, error) {
 }
 
 type copyResult struct {
-	time time.Duration
+	time  time.Duration
+	alloc int64 // the bytes the output file took on disk (of the last run)
 	// cpu and clientCPU are the medians of the CPU time of the server
 	// and of the client (for s.name == "", the lazydisk read).
 	cpu, clientCPU time.Duration
@@ -460,6 +475,10 @@ func (b *bench) timed(ctx context.Context, what string, s server, want [32]byte,
 			return res, fmt.Errorf("%s, %s: %w", what, s, err)
 		}
 		sum, err := benchreg.FileSHA256(out)
+		var st syscall.Stat_t
+		if serr := syscall.Stat(out, &st); serr == nil {
+			res.alloc = st.Blocks * 512
+		}
 		os.Remove(out)
 		if err != nil {
 			return res, err
