@@ -250,7 +250,7 @@ func TestTrust(t *testing.T) {
 				}
 			}
 			ref, _ := pushDisk(t, reg, "noann/"+string(format), format, data, drop)
-			_, err := disk.Open(t.Context(), ref, anonymous())
+			_, err := disk.Open(t.Context(), mustRef(t, ref), anonymous())
 			if !errors.Is(err, disk.ErrNoTOCDigest) {
 				t.Errorf("Open without the annotation: %v; want ErrNoTOCDigest", err)
 			}
@@ -266,7 +266,7 @@ func TestTrust(t *testing.T) {
 			}
 			ref, _ = pushDisk(t, reg, "wrongann/"+string(format), format, data, wrong)
 			for _, opts := range [][]disk.Option{nil, {disk.WithInsecureSkipTOCDigest()}} {
-				if _, err := disk.Open(t.Context(), ref, append(opts, anonymous())...); !errors.Is(err, toc.ErrTOCDigest) {
+				if _, err := disk.Open(t.Context(), mustRef(t, ref), append(opts, anonymous())...); !errors.Is(err, toc.ErrTOCDigest) {
 					t.Errorf("Open with a wrong annotation: %v; want toc.ErrTOCDigest", err)
 				}
 			}
@@ -296,7 +296,7 @@ func TestOpenErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f, err := disk.Open(t.Context(), tt.ref, append(tt.opts, anonymous())...)
+			f, err := disk.Open(t.Context(), mustRef(t, tt.ref), append(tt.opts, anonymous())...)
 			if err == nil {
 				f.Close()
 				t.Fatal("Open succeeded")
@@ -341,7 +341,7 @@ func TestContext(t *testing.T) {
 	reg := testregistry.Start(t)
 	ref, _ := pushDisk(t, reg, "ctx", convert.FormatEStargz, diskOnce()[:500_000], nil)
 	ctx, cancel := context.WithCancel(t.Context())
-	f, err := disk.Open(ctx, ref, anonymous())
+	f, err := disk.Open(ctx, mustRef(t, ref), anonymous())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -434,7 +434,7 @@ func TestReadaheadClose(t *testing.T) {
 	}))
 	data := diskOnce()
 	ref, img := pushDisk(t, reg, "readahead-close", convert.FormatEStargz, data, nil)
-	f, err := disk.Open(t.Context(), ref, anonymous(), disk.WithReadahead(1<<20))
+	f, err := disk.Open(t.Context(), mustRef(t, ref), anonymous(), disk.WithReadahead(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

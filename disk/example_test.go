@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/trust"
 	"github.com/lazydisk/lazydisk/verify"
 )
 
@@ -24,19 +26,29 @@ func ExampleWithSignature() {
 		fmt.Println(err)
 		return
 	}
-	f, err := disk.Open(ctx, "registry.example.com/vm/fedora:41", disk.WithSignature(v))
+	checker, err := verify.NewChecker(v)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ref, err := image.Parse("registry.example.com/vm/fedora:41")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	f, err := disk.Open(ctx, ref, disk.WithSignature(checker))
 	switch {
-	case errors.Is(err, verify.ErrNoSignature), errors.Is(err, verify.ErrBadSignature):
+	case errors.Is(err, trust.ErrNoSignature), errors.Is(err, trust.ErrBadSignature):
 		fmt.Println("not signed by this key:", err)
 		return
 	case err != nil:
-		fmt.Println(err) // verify.ErrContentMismatch: the TOC does not match the signed manifest
+		fmt.Println(err) // trust.ErrContentMismatch: the TOC does not match the signed manifest
 		return
 	}
 	defer f.Close()
 	header := make([]byte, 512)
 	if _, err := f.ReadAt(header, 0); err != nil {
-		fmt.Println(err) // a corrupt chunk: verify.ErrContentMismatch and disk.ErrChunkDigest
+		fmt.Println(err) // a corrupt chunk: trust.ErrContentMismatch and disk.ErrChunkDigest
 		return
 	}
 	signed, _ := f.Signed()

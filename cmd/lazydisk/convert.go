@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/sign"
 )
@@ -103,7 +103,7 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
 	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (when it is a terminal), always or never")
 	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
-	f.StringVar(&o.sigFormat, "signature-format", string(sign.FormatBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
+	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
 	_ = cmd.MarkFlagFilename("sign-key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
@@ -149,9 +149,9 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if err != nil {
 		return err
 	}
-	sf := sign.FormatBoth
+	sf := sign.SignatureBoth
 	if o.sigFormat != "" {
-		if sf, err = sign.ParseFormat(o.sigFormat); err != nil {
+		if sf, err = sign.ParseSignatureFormat(o.sigFormat); err != nil {
 			return usagef("--signature-format: %w", err)
 		}
 	}
@@ -183,16 +183,18 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		opts = append(opts, convert.WithProgress(pr.update))
 	}
 
-	refOpts := o.reg.refOptions()
-	refOpts.Platform = platform
-	art, err := imageref.Read(ctx, src, refOpts)
+	refOpts := o.reg.imageOptions()
+	if platform != nil {
+		refOpts = append(refOpts, image.WithPlatform(*platform))
+	}
+	art, err := image.Read(ctx, src, refOpts...)
 	if err != nil {
 		return err
 	}
 	var conv *convert.Converted
 	switch {
 	case art.Index != nil && platform != nil:
-		img, err := convert.SelectPlatform(art.Index, *platform)
+		img, err := image.SelectPlatform(art.Index, *platform)
 		if err != nil {
 			return err
 		}
@@ -202,8 +204,8 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		}
 	case art.Index != nil:
 		conv, err = convert.Index(ctx, art.Index, opts...)
-	case platform != nil && src.Transport != imageref.Disk:
-		if err := convert.CheckPlatform(art.Image, *platform); err != nil {
+	case platform != nil && src.Transport != image.Disk:
+		if err := image.CheckPlatform(art.Image, *platform); err != nil {
 			return err
 		}
 		conv, err = convert.Image(ctx, art.Image, opts...)
@@ -217,13 +219,13 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	if showProgress {
 		fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst)
 	}
-	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.refOptions()); err != nil {
+	if err := image.Write(ctx, dst, image.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.imageOptions()...); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
 	out := convertOutput{Destination: dst.String(), Result: conv.Result}
 	if signable(src) && signable(dst) {
 		if keep := keptDigests(art, conv.Result); len(keep) > 0 {
-			n, err := sign.Copy(ctx, src, dst, keep, o.reg.refOptions())
+			n, err := sign.Copy(ctx, src, dst, keep, sign.WithImageOptions(o.reg.imageOptions()...))
 			if err != nil {
 				return fmt.Errorf("copying the signatures of %s to %s: %w", src, dst, err)
 			}
@@ -234,10 +236,10 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	}
 	if signer != nil {
 		at := dst
-		if dst.Transport == imageref.Docker {
+		if dst.Transport == image.Docker {
 			at.Name = dst.Name.Context().Digest(conv.Result.Digest.String())
 		}
-		if out.Signed, err = sign.Manifest(ctx, at, signer, o.reg.refOptions(), sign.WithFormat(sf)); err != nil {
+		if out.Signed, err = sign.Manifest(ctx, at, signer, sign.WithImageOptions(o.reg.imageOptions()...), sign.WithSignatureFormat(sf)); err != nil {
 			return fmt.Errorf("signing %s: %w", dst, err)
 		}
 	}
@@ -261,13 +263,13 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 }
 
 // signable reports whether signatures can be attached in r's store.
-func signable(r imageref.Reference) bool {
-	return r.Transport == imageref.Docker || r.Transport == imageref.OCI
+func signable(r image.Reference) bool {
+	return r.Transport == image.Docker || r.Transport == image.OCI
 }
 
 // keptDigests returns the digests of the source's manifests that the
 // conversion kept byte for byte: their signatures stay valid at DST.
-func keptDigests(src imageref.Artifact, res convert.Result) []v1.Hash {
+func keptDigests(src image.Artifact, res convert.Result) []v1.Hash {
 	in := map[v1.Hash]bool{}
 	if src.Image != nil {
 		if h, err := src.Image.Digest(); err == nil {

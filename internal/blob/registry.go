@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // maxErrorBody is how much of an error response's body is read, for the
@@ -31,7 +31,7 @@ const maxExcerpt = 200
 // registryBlob reads a registry blob with one single-range GET per ReadAt.
 type registryBlob struct {
 	ctx  context.Context
-	ref  imageref.Reference
+	ref  image.Reference
 	what string // "blob sha256:…", for messages
 	url  string // https://HOST/v2/REPO/blobs/DIGEST
 	host string // the registry, as in url
@@ -44,8 +44,8 @@ type registryBlob struct {
 	closed atomic.Bool
 }
 
-func openRegistry(ctx context.Context, ref imageref.Reference, dgst digest.Digest, size int64, o imageref.Options, retry RetryPolicy) (Blob, error) {
-	client, err := o.PullClient(ctx, ref)
+func openRegistry(ctx context.Context, ref image.Reference, dgst digest.Digest, size int64, o []image.Option, retry RetryPolicy) (Blob, error) {
+	client, err := image.PullClient(ctx, ref, o...)
 	if err != nil {
 		return nil, err
 	}
@@ -289,12 +289,12 @@ func (b *registryBlob) statusError(resp *http.Response, body io.Reader, off, las
 	var sentinel error
 	switch code {
 	case http.StatusUnauthorized, http.StatusForbidden:
-		sentinel = imageref.ErrUnauthorized
+		sentinel = image.ErrUnauthorized
 	case http.StatusNotFound:
-		sentinel = imageref.ErrNotFound
+		sentinel = image.ErrNotFound
 	}
 	if sentinel != nil && from == b.host {
-		return imageref.RegistryError("reading", b.ref, b.what, terr)
+		return image.RegistryError("reading", b.ref, b.what, terr)
 	}
 
 	who := from
