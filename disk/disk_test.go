@@ -17,7 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
@@ -51,7 +50,7 @@ func TestReadRanges(t *testing.T) {
 					bounds = append(bounds, e.Offset, e.Offset+e.Length)
 				}
 			}
-			if format == convert.FormatZstdChunked && zeros == 0 {
+			if format == toc.FormatZstdChunked && zeros == 0 {
 				t.Fatal("the zstd:chunked fixture has no zero chunks")
 			}
 			type rng struct{ off, n int64 }
@@ -280,7 +279,7 @@ func TestOpenErrors(t *testing.T) {
 	reg := testregistry.Start(t)
 	data := diskOnce()[:200_000]
 	plain, _ := pushDisk(t, reg, "plain", "", data, nil)
-	esgz, _ := pushDisk(t, reg, "esgz", convert.FormatEStargz, data, nil)
+	esgz, _ := pushDisk(t, reg, "esgz", toc.FormatEStargz, data, nil)
 	tests := []struct {
 		name string
 		ref  string
@@ -318,7 +317,7 @@ func TestCacheDir(t *testing.T) {
 	reg := testregistry.Start(t)
 	data := diskOnce()
 	dir := t.TempDir()
-	ref, _ := pushDisk(t, reg, "cachedir", convert.FormatZstdChunked, data, nil)
+	ref, _ := pushDisk(t, reg, "cachedir", toc.FormatZstdChunked, data, nil)
 	f := open(t, ref, disk.WithCacheDir(dir))
 	if _, err := f.WriteRange(io.Discard, 0, f.Size()); err != nil {
 		t.Fatal(err)
@@ -339,7 +338,7 @@ func TestCacheDir(t *testing.T) {
 func TestContext(t *testing.T) {
 	t.Parallel()
 	reg := testregistry.Start(t)
-	ref, _ := pushDisk(t, reg, "ctx", convert.FormatEStargz, diskOnce()[:500_000], nil)
+	ref, _ := pushDisk(t, reg, "ctx", toc.FormatEStargz, diskOnce()[:500_000], nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	f, err := disk.Open(ctx, mustRef(t, ref), anonymous())
 	if err != nil {
@@ -433,7 +432,7 @@ func TestReadaheadClose(t *testing.T) {
 		})
 	}))
 	data := diskOnce()
-	ref, img := pushDisk(t, reg, "readahead-close", convert.FormatEStargz, data, nil)
+	ref, img := pushDisk(t, reg, "readahead-close", toc.FormatEStargz, data, nil)
 	f, err := disk.Open(t.Context(), mustRef(t, ref), anonymous(), disk.WithReadahead(1<<20))
 	if err != nil {
 		t.Fatal(err)

@@ -18,10 +18,11 @@ import (
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 // formats are the layer formats every reading test runs against.
-var formats = []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked}
+var formats = []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked}
 
 // testChunk is the chunk size of the fixtures: small, for many chunks.
 const testChunk = 64 << 10
@@ -73,7 +74,7 @@ func mustRef(t testing.TB, ref string) image.Reference {
 // pushDisk packages data as a containerDisk (/disk/disk.img), converts it
 // to format with testChunk chunks, edits the manifest with edit if set,
 // pushes it to reg as repo:latest and returns its reference and the image.
-func pushDisk(t testing.TB, reg *testregistry.Registry, repo string, format convert.Format, data []byte, edit func(*v1.Manifest)) (string, v1.Image) {
+func pushDisk(t testing.TB, reg *testregistry.Registry, repo string, format toc.Format, data []byte, edit func(*v1.Manifest)) (string, v1.Image) {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "disk.img")

@@ -17,12 +17,13 @@ import (
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/toc"
 	"github.com/lazydisk/lazydisk/verify"
 )
 
 // diskImage is a containerDisk-like image (disk/disk.img, 600 KiB of text,
 // noise and zeros) converted to format with 64 KiB chunks.
-func diskImage(t *testing.T, format convert.Format, seed uint64, arch string) v1.Image {
+func diskImage(t *testing.T, format toc.Format, seed uint64, arch string) v1.Image {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	data := make([]byte, 600<<10)

@@ -20,10 +20,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/toc"
 	"github.com/lazydisk/lazydisk/verify"
 )
 
@@ -32,7 +32,7 @@ func TestSignVerify(t *testing.T) {
 	key := newKey(t)
 	reg := testregistry.Start(t)
 	for _, store := range []string{"registry", "layout"} {
-		for _, cf := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
+		for _, cf := range []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked} {
 			for _, sf := range []sign.SignatureFormat{sign.SignatureBoth, sign.SignatureBundle, sign.SignatureLegacy} {
 				t.Run(fmt.Sprintf("%s/%s/%s", store, cf, sf), func(t *testing.T) {
 					t.Parallel()
@@ -103,7 +103,7 @@ func TestIndex(t *testing.T) {
 	var idx v1.ImageIndex = mutate.IndexMediaType(empty.Index, types.OCIImageIndex)
 	for _, arch := range []string{"amd64", "arm64"} {
 		idx = mutate.AppendManifests(idx, mutate.IndexAddendum{
-			Add:        diskImage(t, convert.FormatZstdChunked, 3, arch),
+			Add:        diskImage(t, toc.FormatZstdChunked, 3, arch),
 			Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: arch}},
 		})
 	}
@@ -149,7 +149,7 @@ func TestReferrersAPI(t *testing.T) {
 	t.Cleanup(srv.Close)
 	host := strings.TrimPrefix(srv.URL, "http://")
 	key := newKey(t)
-	r := write(t, "docker://"+host+"/api/img:v1", image.Artifact{Image: diskImage(t, convert.FormatEStargz, 4, "amd64")})
+	r := write(t, "docker://"+host+"/api/img:v1", image.Artifact{Image: diskImage(t, toc.FormatEStargz, 4, "amd64")})
 	res, err := sign.Manifest(ctx, r, key.signer)
 	if err != nil {
 		t.Fatal(err)

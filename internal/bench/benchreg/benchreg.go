@@ -96,7 +96,7 @@ func Push(ctx context.Context, prog, diskPath, work, host string) (map[string]st
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "%s: pushed the gzip image in %s\n", prog, time.Since(start).Round(time.Second))
-	for _, f := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
+	for _, f := range []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked} {
 		start := time.Now()
 		conv, err := convert.Image(ctx, img, convert.WithFormat(f), convert.WithTempDir(work))
 		if err != nil {
