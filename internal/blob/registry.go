@@ -52,7 +52,7 @@ func openRegistry(ctx context.Context, ref image.Reference, dgst digest.Digest, 
 	repo := ref.Name.Context()
 	// The scheme is a placeholder: PullClient's transport sends requests to
 	// the registry over the scheme it answered the ping on, which is HTTPS
-	// unless imageref allows plain HTTP to it.
+	// unless package image allows plain HTTP to it.
 	u := url.URL{Scheme: "https", Host: repo.RegistryStr(), Path: "/v2/" + repo.RepositoryStr() + "/blobs/" + dgst.String()}
 	return &registryBlob{
 		ctx:    ctx,
@@ -275,7 +275,7 @@ func (b *registryBlob) requestError(err error) error {
 }
 
 // statusError reports a response that is neither 200 nor 206. A 401, 403 or
-// 404 from the registry is reported as imageref reports it for manifests;
+// 404 from the registry is reported as package image reports it for manifests;
 // one from the storage the registry redirected to, or any other status, is
 // reported with the host, the status and an excerpt of the body. The
 // *transport.Error of the response stays reachable with errors.As.
