@@ -20,8 +20,9 @@ build: ## Build bin/lazydisk
 	$(GO) build -trimpath -o $(BIN) ./cmd/lazydisk
 
 .PHONY: test
-test: ## Run all tests (unit, in-process registry round trips, CLI; containers/storage partial pulls when root)
+test: ## Run all tests (unit, in-process registry round trips, CLI; containers/storage partial pulls when root; the external example module)
 	$(GO) test -tags $(TAGS) $(TESTFLAGS) $(PKGS)
+	cd examples/embed && $(GO) test $(TESTFLAGS) ./...
 
 # FUZZTIME bounds each fuzz target; CI runs them briefly on every change,
 # with the seed corpus from toc/testdata/fuzz. It is a count, not a duration:
@@ -69,6 +70,7 @@ bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fspr
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags $(TAGS) $(PKGS)
+	cd examples/embed && $(GO) vet ./...
 
 .PHONY: clean
 clean: ## Remove build output and benchmark data

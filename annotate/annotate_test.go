@@ -84,7 +84,7 @@ func withAnnotations(t *testing.T, img v1.Image, i int, ann map[string]string) v
 	return out
 }
 
-func converted(t *testing.T, f convert.Format) (v1.Image, map[string]string) {
+func converted(t *testing.T, f toc.Format) (v1.Image, map[string]string) {
 	t.Helper()
 	conv, err := convert.Image(context.Background(), diskImage(t), convert.WithFormat(f))
 	if err != nil {
@@ -97,7 +97,7 @@ func converted(t *testing.T, f convert.Format) (v1.Image, map[string]string) {
 
 func TestRestoresStripped(t *testing.T) {
 	t.Parallel()
-	for _, f := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
+	for _, f := range []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked} {
 		t.Run(string(f), func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
@@ -124,7 +124,7 @@ func TestRestoresStripped(t *testing.T) {
 				t.Errorf("result digest %s, image %s", res.Digest, d)
 			}
 			cfg, _ := out.ConfigFile()
-			if f == convert.FormatEStargz && res.Layers[0].DiffID != cfg.RootFS.DiffIDs[0].String() {
+			if f == toc.FormatEStargz && res.Layers[0].DiffID != cfg.RootFS.DiffIDs[0].String() {
 				t.Errorf("DiffID from the pass %q, config %s", res.Layers[0].DiffID, cfg.RootFS.DiffIDs[0])
 			}
 			// The result passes the same validators as a fresh conversion.
@@ -132,7 +132,7 @@ func TestRestoresStripped(t *testing.T) {
 			rc, _ := l[0].Compressed()
 			blob, _ := io.ReadAll(rc)
 			sr := io.NewSectionReader(bytes.NewReader(blob), 0, int64(len(blob)))
-			if f == convert.FormatEStargz {
+			if f == toc.FormatEStargz {
 				_, err = validate.EStargz(ctx, sr, digest.Digest(got[toc.AnnotationTOCDigest]))
 			} else {
 				_, err = validate.ZstdChunked(ctx, sr, got)
@@ -154,7 +154,7 @@ func TestRestoresStripped(t *testing.T) {
 
 func TestRepairsWrongAnnotation(t *testing.T) {
 	t.Parallel()
-	good, ann := converted(t, convert.FormatEStargz)
+	good, ann := converted(t, toc.FormatEStargz)
 	bad := map[string]string{}
 	for k, v := range ann {
 		bad[k] = v
@@ -185,7 +185,7 @@ func TestRefuses(t *testing.T) {
 	if _, _, err := annotate.Image(ctx, plain, opener(plain)); !errors.Is(err, annotate.ErrNothingSeekable) {
 		t.Errorf("plain gzip image: %v", err)
 	}
-	good, ann := converted(t, convert.FormatEStargz)
+	good, ann := converted(t, toc.FormatEStargz)
 	both := map[string]string{toc.AnnotationZstdChunkedManifestChecksum: "sha256:00"}
 	for k, v := range ann {
 		both[k] = v
@@ -198,7 +198,7 @@ func TestRefuses(t *testing.T) {
 
 func TestIndex(t *testing.T) {
 	t.Parallel()
-	good, _ := converted(t, convert.FormatZstdChunked)
+	good, _ := converted(t, toc.FormatZstdChunked)
 	stripped := withAnnotations(t, good, 0, nil)
 	plain := diskImage(t)
 	idx := mutate.AppendManifests(empty.Index,

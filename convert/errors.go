@@ -9,9 +9,6 @@ var (
 	// ErrCorruptLayer is returned when a source layer does not match its
 	// digest or size, or does not decompress.
 	ErrCorruptLayer = errors.New("corrupt or truncated layer")
-	// ErrNoPlatform is returned by SelectPlatform when the index has no
-	// image for the requested platform.
-	ErrNoPlatform = errors.New("platform not found")
 	// ErrUnsupportedEntry is returned for tar entries a format cannot
 	// represent, such as global PAX headers in zstd:chunked.
 	ErrUnsupportedEntry = errors.New("unsupported tar entry")

@@ -104,11 +104,11 @@ var skipNames = map[string]bool{
 // and on the chunk size and compression level, never on the worker count.
 // Memory use is bounded by a few chunks per worker.
 func WriteEStargz(ctx context.Context, w io.Writer, r io.Reader, opts ...Option) (*Blob, error) {
-	o, err := makeOptions(append([]Option{WithFormat(FormatEStargz)}, opts...))
+	o, err := makeOptions(append([]Option{WithFormat(toc.FormatEStargz)}, opts...))
 	if err != nil {
 		return nil, err
 	}
-	if o.format != FormatEStargz {
+	if o.format != toc.FormatEStargz {
 		return nil, fmt.Errorf("WriteEStargz called with format %q", o.format)
 	}
 	ew := &estargzWriter{o: o, blob: sha256.New()}

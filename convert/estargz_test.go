@@ -19,6 +19,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/internal/tarstream"
 	"github.com/lazydisk/lazydisk/internal/validate"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 const testChunk = MinChunkSize
@@ -333,7 +334,7 @@ func TestOptionsValidate(t *testing.T) {
 			t.Errorf("zstd:chunked option %d accepted an invalid value", i)
 		}
 	}
-	if err := CheckOptions(WithFormat(FormatZstdChunked), WithCompressionLevel(19)); err != nil {
+	if err := CheckOptions(WithFormat(toc.FormatZstdChunked), WithCompressionLevel(19)); err != nil {
 		t.Errorf("zstd level 19 refused: %v", err)
 	}
 }

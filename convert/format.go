@@ -27,8 +27,8 @@ type formatSpec struct {
 	check func(ctx context.Context, sr *io.SectionReader, desc v1.Descriptor) (*validate.Report, error)
 }
 
-var formats = map[Format]formatSpec{
-	FormatEStargz: {
+var formats = map[toc.Format]formatSpec{
+	toc.FormatEStargz: {
 		name:      "eStargz",
 		mediaType: types.OCILayer,
 		write:     WriteEStargz,
@@ -53,7 +53,7 @@ var formats = map[Format]formatSpec{
 			return r, nil
 		},
 	},
-	FormatZstdChunked: {
+	toc.FormatZstdChunked: {
 		name:      "zstd:chunked",
 		mediaType: types.OCILayerZStd,
 		write:     WriteZstdChunked,

@@ -336,40 +336,6 @@ func isAttestation(d v1.Descriptor) bool {
 	return d.Annotations["vnd.docker.reference.type"] == "attestation-manifest"
 }
 
-// SelectPlatform returns the image of idx for platform p, matching OS,
-// architecture and, when p has one, variant.
-func SelectPlatform(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
-	im, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
-	var have []string
-	for _, d := range im.Manifests {
-		if d.Platform == nil || isAttestation(d) || !d.MediaType.IsImage() {
-			continue
-		}
-		have = append(have, d.Platform.String())
-		if d.Platform.OS == p.OS && d.Platform.Architecture == p.Architecture && (p.Variant == "" || d.Platform.Variant == p.Variant) {
-			return idx.Image(d.Digest)
-		}
-	}
-	return nil, fmt.Errorf("no image for platform %s in the index (it has %v): %w", p.String(), have, ErrNoPlatform)
-}
-
-// CheckPlatform reports whether img's config is for platform p, for callers
-// that were asked for one platform and got a single image.
-func CheckPlatform(img v1.Image, p v1.Platform) error {
-	cfg, err := img.ConfigFile()
-	if err != nil {
-		return fmt.Errorf("reading config: %w", err)
-	}
-	have := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
-	if have.OS != p.OS || have.Architecture != p.Architecture || p.Variant != "" && have.Variant != p.Variant {
-		return fmt.Errorf("the image is for %s, not %s: %w", have.String(), p.String(), ErrNoPlatform)
-	}
-	return nil
-}
-
 // progressReader reports bytes read at most every 100 ms, and at the end.
 type progressReader struct {
 	ctx    context.Context

@@ -19,6 +19,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
 	"github.com/lazydisk/lazydisk/internal/validate"
 )
@@ -247,14 +248,14 @@ func TestIndex(t *testing.T) {
 			t.Errorf("%s: layer not converted", d.Platform)
 		}
 	}
-	sel, err := SelectPlatform(idx, v1.Platform{OS: "linux", Architecture: "arm64"})
+	sel, err := image.SelectPlatform(idx, v1.Platform{OS: "linux", Architecture: "arm64"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d1, d2 := mustDigest(t, sel), mustDigest(t, arm); d1 != d2 {
 		t.Errorf("SelectPlatform picked %s, want %s", d1, d2)
 	}
-	if _, err := SelectPlatform(idx, v1.Platform{OS: "linux", Architecture: "s390x"}); !errors.Is(err, ErrNoPlatform) {
+	if _, err := image.SelectPlatform(idx, v1.Platform{OS: "linux", Architecture: "s390x"}); !errors.Is(err, image.ErrNoPlatform) {
 		t.Errorf("missing platform: %v", err)
 	}
 }

@@ -84,7 +84,7 @@ func (c *converter) remember(key string, cl *converted) {
 }
 
 // digestPending is implemented by layers whose digest needs a pass over
-// their content until they have been read once (imageref's disk: layers).
+// their content until they have been read once (image's disk: layers).
 type digestPending interface{ DigestPending() bool }
 
 // setSource completes a layer converted before its source descriptor was

@@ -5,6 +5,8 @@ import (
 	"runtime"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 const (
@@ -24,23 +26,11 @@ const (
 	DefaultGzipLevel = 6
 )
 
-// Format is a seekable layer format.
-type Format string
-
-const (
-	// FormatEStargz is eStargz: gzip members, read by stargz-snapshotter,
-	// the estargz package and (with insecure options) containers/storage.
-	FormatEStargz Format = "estargz"
-	// FormatZstdChunked is zstd:chunked as containers/storage >= 1.54
-	// (podman >= 5.1) reads it for partial pulls.
-	FormatZstdChunked Format = "zstd:chunked"
-)
-
 // Option configures a conversion.
 type Option func(*options) error
 
 type options struct {
-	format    Format
+	format    toc.Format
 	chunkSize int
 	level     int // 0: the format's default
 	workers   int
@@ -51,7 +41,7 @@ type options struct {
 
 func makeOptions(opts []Option) (options, error) {
 	o := options{
-		format:    FormatEStargz,
+		format:    toc.FormatEStargz,
 		chunkSize: DefaultChunkSize,
 		workers:   runtime.GOMAXPROCS(0),
 	}
@@ -62,26 +52,31 @@ func makeOptions(opts []Option) (options, error) {
 	}
 	// The level's range depends on the format, whichever option came first.
 	switch o.format {
-	case FormatEStargz:
+	case toc.FormatEStargz:
 		if o.level == 0 {
 			o.level = DefaultGzipLevel
 		} else if o.level < gzip.BestSpeed || o.level > gzip.BestCompression {
 			return o, fmt.Errorf("compression level %d is out of range for eStargz: use 1 (fastest) to 9 (smallest)", o.level)
 		}
-	case FormatZstdChunked:
+	case toc.FormatZstdChunked:
 		if o.level == 0 {
 			o.level = DefaultZstdLevel
 		} else if o.level < 1 || o.level > 22 {
 			return o, fmt.Errorf("compression level %d is out of range for zstd:chunked: use 1 (fastest) to 22 (smallest)", o.level)
 		}
 	default:
-		return o, fmt.Errorf("unknown format %q: use %q or %q", o.format, FormatEStargz, FormatZstdChunked)
+		return o, fmt.Errorf("unknown format %q: use %q or %q", o.format, toc.FormatEStargz, toc.FormatZstdChunked)
 	}
 	return o, nil
 }
 
-// WithFormat sets the output format. The default is FormatEStargz.
-func WithFormat(f Format) Option {
+// WithFormat sets the output format: toc.FormatEStargz (gzip members, read
+// by stargz-snapshotter, the estargz package and, with insecure options,
+// containers/storage) or toc.FormatZstdChunked (as containers/storage >=
+// 1.54, podman >= 5.1, reads it for partial pulls). Other formats of toc
+// (stargz, legacy zstd:chunked) are read, not written. The default is
+// toc.FormatEStargz.
+func WithFormat(f toc.Format) Option {
 	return func(o *options) error {
 		o.format = f
 		return nil

@@ -80,11 +80,11 @@ var crcTable = crc64.MakeTable(crc64.ISO)
 // annotations the layer needs. Chunks are compressed in parallel; the
 // output depends only on the input, the chunk size and the level.
 func WriteZstdChunked(ctx context.Context, w io.Writer, r io.Reader, opts ...Option) (*Blob, error) {
-	o, err := makeOptions(append([]Option{WithFormat(FormatZstdChunked)}, opts...))
+	o, err := makeOptions(append([]Option{WithFormat(toc.FormatZstdChunked)}, opts...))
 	if err != nil {
 		return nil, err
 	}
-	if o.format != FormatZstdChunked {
+	if o.format != toc.FormatZstdChunked {
 		return nil, fmt.Errorf("WriteZstdChunked called with format %q", o.format)
 	}
 	zw := &zstdChunkedWriter{o: o, cdc: newCDC(o.chunkSize), blob: sha256.New()}

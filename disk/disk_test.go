@@ -17,7 +17,6 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
@@ -51,7 +50,7 @@ func TestReadRanges(t *testing.T) {
 					bounds = append(bounds, e.Offset, e.Offset+e.Length)
 				}
 			}
-			if format == convert.FormatZstdChunked && zeros == 0 {
+			if format == toc.FormatZstdChunked && zeros == 0 {
 				t.Fatal("the zstd:chunked fixture has no zero chunks")
 			}
 			type rng struct{ off, n int64 }
@@ -250,7 +249,7 @@ func TestTrust(t *testing.T) {
 				}
 			}
 			ref, _ := pushDisk(t, reg, "noann/"+string(format), format, data, drop)
-			_, err := disk.Open(t.Context(), ref, anonymous())
+			_, err := disk.Open(t.Context(), mustRef(t, ref), anonymous())
 			if !errors.Is(err, disk.ErrNoTOCDigest) {
 				t.Errorf("Open without the annotation: %v; want ErrNoTOCDigest", err)
 			}
@@ -266,7 +265,7 @@ func TestTrust(t *testing.T) {
 			}
 			ref, _ = pushDisk(t, reg, "wrongann/"+string(format), format, data, wrong)
 			for _, opts := range [][]disk.Option{nil, {disk.WithInsecureSkipTOCDigest()}} {
-				if _, err := disk.Open(t.Context(), ref, append(opts, anonymous())...); !errors.Is(err, toc.ErrTOCDigest) {
+				if _, err := disk.Open(t.Context(), mustRef(t, ref), append(opts, anonymous())...); !errors.Is(err, toc.ErrTOCDigest) {
 					t.Errorf("Open with a wrong annotation: %v; want toc.ErrTOCDigest", err)
 				}
 			}
@@ -280,7 +279,7 @@ func TestOpenErrors(t *testing.T) {
 	reg := testregistry.Start(t)
 	data := diskOnce()[:200_000]
 	plain, _ := pushDisk(t, reg, "plain", "", data, nil)
-	esgz, _ := pushDisk(t, reg, "esgz", convert.FormatEStargz, data, nil)
+	esgz, _ := pushDisk(t, reg, "esgz", toc.FormatEStargz, data, nil)
 	tests := []struct {
 		name string
 		ref  string
@@ -296,7 +295,7 @@ func TestOpenErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			f, err := disk.Open(t.Context(), tt.ref, append(tt.opts, anonymous())...)
+			f, err := disk.Open(t.Context(), mustRef(t, tt.ref), append(tt.opts, anonymous())...)
 			if err == nil {
 				f.Close()
 				t.Fatal("Open succeeded")
@@ -318,7 +317,7 @@ func TestCacheDir(t *testing.T) {
 	reg := testregistry.Start(t)
 	data := diskOnce()
 	dir := t.TempDir()
-	ref, _ := pushDisk(t, reg, "cachedir", convert.FormatZstdChunked, data, nil)
+	ref, _ := pushDisk(t, reg, "cachedir", toc.FormatZstdChunked, data, nil)
 	f := open(t, ref, disk.WithCacheDir(dir))
 	if _, err := f.WriteRange(io.Discard, 0, f.Size()); err != nil {
 		t.Fatal(err)
@@ -339,9 +338,9 @@ func TestCacheDir(t *testing.T) {
 func TestContext(t *testing.T) {
 	t.Parallel()
 	reg := testregistry.Start(t)
-	ref, _ := pushDisk(t, reg, "ctx", convert.FormatEStargz, diskOnce()[:500_000], nil)
+	ref, _ := pushDisk(t, reg, "ctx", toc.FormatEStargz, diskOnce()[:500_000], nil)
 	ctx, cancel := context.WithCancel(t.Context())
-	f, err := disk.Open(ctx, ref, anonymous())
+	f, err := disk.Open(ctx, mustRef(t, ref), anonymous())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -433,8 +432,8 @@ func TestReadaheadClose(t *testing.T) {
 		})
 	}))
 	data := diskOnce()
-	ref, img := pushDisk(t, reg, "readahead-close", convert.FormatEStargz, data, nil)
-	f, err := disk.Open(t.Context(), ref, anonymous(), disk.WithReadahead(1<<20))
+	ref, img := pushDisk(t, reg, "readahead-close", toc.FormatEStargz, data, nil)
+	f, err := disk.Open(t.Context(), mustRef(t, ref), anonymous(), disk.WithReadahead(1<<20))
 	if err != nil {
 		t.Fatal(err)
 	}

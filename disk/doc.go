@@ -12,8 +12,13 @@
 // fetched, and verified chunks are kept in a bounded memory cache and, with
 // WithCacheDir, in a directory that outlives the process.
 //
+// With WithSignature, Open first has a SignatureChecker (verify.NewChecker)
+// check the image's signature and reads the manifest by the signed digest;
+// content that does not match it fails with trust.ErrContentMismatch.
+//
 // It does not read layers that are not seekable (convert them with
-// `lazydisk convert`), apply whiteouts beyond the file it reads, write, or
-// check signatures; a caller that verified a signature over the manifest
-// digest pins it by opening REPO@DIGEST.
+// `lazydisk convert`), apply whiteouts beyond the file it reads, or write.
+// It does not link the signature verifier (sigstore), the converter or
+// containers/storage itself: embedders of the reader pay only for the
+// registry client, the decompressors and toc (TestDeps keeps it so).
 package disk

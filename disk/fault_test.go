@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 // testRetry retries quickly, so that fault tests take little time, and
@@ -40,7 +40,7 @@ func TestFaults(t *testing.T) {
 				fp.RedirectTTL = time.Minute
 			}
 			reg := testregistry.Start(t, testregistry.WithMiddleware(fp.Middleware))
-			ref, _ := pushDisk(t, reg, "faults/"+name, convert.FormatEStargz, data, nil)
+			ref, _ := pushDisk(t, reg, "faults/"+name, toc.FormatEStargz, data, nil)
 			f := open(t, ref, disk.WithCacheSize(0), disk.WithRetry(testRetry))
 			script := faults
 			if redirect {
@@ -112,7 +112,7 @@ func TestFaultsPersist(t *testing.T) {
 				fp.RedirectTTL = time.Minute
 			}
 			reg := testregistry.Start(t, testregistry.WithMiddleware(fp.Middleware))
-			ref, _ := pushDisk(t, reg, "persist/"+string(tt.fault), convert.FormatZstdChunked, data, nil)
+			ref, _ := pushDisk(t, reg, "persist/"+string(tt.fault), toc.FormatZstdChunked, data, nil)
 			f := open(t, ref, disk.WithRetry(testRetry))
 			fp.Always(tt.fault)
 			before := f.Stats()

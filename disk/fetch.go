@@ -17,7 +17,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/internal/blob"
 	"github.com/lazydisk/lazydisk/toc"
-	"github.com/lazydisk/lazydisk/verify"
+	"github.com/lazydisk/lazydisk/trust"
 )
 
 // fetcher gets the verified bytes of a file's chunks: from the memory cache,
@@ -64,7 +64,7 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		gzip:       format == toc.FormatEStargz || format == toc.FormatStargz,
 		chunks:     slices.Clone(f.Chunks),
 		maxRequest: o.maxRequest,
-		signed:     o.signed,
+		signed:     o.signature != nil,
 		sem:        make(chan struct{}, o.concurrency),
 		cache:      newMemCache(o.cacheSize),
 		inflight:   map[int]*inflight{},
@@ -376,7 +376,7 @@ func (fe *fetcher) decode(c toc.Chunk, comp []byte) ([]byte, error) {
 // not match the signed manifest, when a signature was checked.
 func (fe *fetcher) mismatch(err error) error {
 	if fe.signed {
-		return fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+		return fmt.Errorf("%w: %w", trust.ErrContentMismatch, err)
 	}
 	return err
 }

@@ -15,13 +15,14 @@ import (
 
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 // formats are the layer formats every reading test runs against.
-var formats = []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked}
+var formats = []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked}
 
 // testChunk is the chunk size of the fixtures: small, for many chunks.
 const testChunk = 64 << 10
@@ -56,24 +57,36 @@ func makeDisk(n int, seed uint64) []byte {
 }
 
 // anonymous reads no credentials from the machine running the tests.
-func anonymous() disk.Option { return disk.WithKeychain(authn.NewMultiKeychain()) }
+func anonymous() disk.Option {
+	return disk.WithImageOptions(image.WithKeychain(authn.NewMultiKeychain()))
+}
+
+// mustRef parses ref.
+func mustRef(t testing.TB, ref string) image.Reference {
+	t.Helper()
+	r, err := image.Parse(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
 
 // pushDisk packages data as a containerDisk (/disk/disk.img), converts it
 // to format with testChunk chunks, edits the manifest with edit if set,
 // pushes it to reg as repo:latest and returns its reference and the image.
-func pushDisk(t testing.TB, reg *testregistry.Registry, repo string, format convert.Format, data []byte, edit func(*v1.Manifest)) (string, v1.Image) {
+func pushDisk(t testing.TB, reg *testregistry.Registry, repo string, format toc.Format, data []byte, edit func(*v1.Manifest)) (string, v1.Image) {
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ropts := imageref.Options{Keychain: authn.NewMultiKeychain()}
-	src, err := imageref.Parse("disk:" + path)
+	ropts := image.WithKeychain(authn.NewMultiKeychain())
+	src, err := image.Parse("disk:" + path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	art, err := imageref.Read(ctx, src, ropts)
+	art, err := image.Read(ctx, src, ropts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,11 +111,11 @@ func pushDisk(t testing.TB, reg *testregistry.Registry, repo string, format conv
 		}
 	}
 	ref := "docker://" + reg.Host + "/" + strings.ReplaceAll(repo, ":", "-") + ":latest"
-	dst, err := imageref.Parse(ref)
+	dst, err := image.Parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: img}, ropts); err != nil {
+	if err := image.Write(ctx, dst, image.Artifact{Image: img}, ropts); err != nil {
 		t.Fatalf("pushing %s: %v", ref, err)
 	}
 	return ref, img
@@ -123,7 +136,7 @@ func layerDigest(t testing.TB, img v1.Image) v1.Hash {
 
 func open(t testing.TB, ref string, opts ...disk.Option) *disk.File {
 	t.Helper()
-	f, err := disk.Open(context.Background(), ref, append([]disk.Option{anonymous()}, opts...)...)
+	f, err := disk.Open(context.Background(), mustRef(t, ref), append([]disk.Option{anonymous()}, opts...)...)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", ref, err)
 	}

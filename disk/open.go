@@ -10,26 +10,25 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/toc"
-	"github.com/lazydisk/lazydisk/verify"
+	"github.com/lazydisk/lazydisk/trust"
 )
 
 // diskDir is where a KubeVirt containerDisk keeps its disk.
 const diskDir = "disk"
 
-// Open opens a file of the image ref names (a registry reference such as
-// "registry.example/vm/fedora:41" or "docker://...", or "oci:DIR[:TAG]"): by
-// default the single regular file under /disk/. It reads the manifest and the
+// Open opens a file of the image r names (a registry reference such as
+// "registry.example/vm/fedora:41" or "docker://...", or "oci:DIR[:TAG]", as
+// image.Parse reads them): by default the single regular file under /disk/. It reads the manifest and the
 // TOC of the layers from the top down to the one holding the file, and checks
 // that layer's TOC against its TOC digest annotation. No chunk is fetched
 // until it is read.
 //
 // ctx is bound to the File: once it is done, reads fail with its error. It
 // must outlive the File.
-func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) {
+func Open(ctx context.Context, r image.Reference, opts ...Option) (f *File, err error) {
 	// Close cancels what the File's requests run under.
 	ctx, cancel := context.WithCancel(ctx)
 	defer func() {
@@ -41,19 +40,15 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 	if err != nil {
 		return nil, err
 	}
-	r, err := imageref.Parse(ref)
-	if err != nil {
-		return nil, err
-	}
-	if r.Transport != imageref.Docker && r.Transport != imageref.OCI {
-		return nil, fmt.Errorf("%s: disks are read lazily from registries and oci: layouts only: %w", r, imageref.ErrUnsupported)
+	if r.Transport != image.Docker && r.Transport != image.OCI {
+		return nil, fmt.Errorf("%s: disks are read lazily from registries and oci: layouts only: %w", r, image.ErrUnsupported)
 	}
 	var signed v1.Hash
-	if o.signed {
-		if signed, err = verify.Signature(ctx, r, o.verifier, o.registry, o.verifyOpts...); err != nil {
+	if o.signature != nil {
+		if signed, err = o.signature.CheckSignature(ctx, r, o.image...); err != nil {
 			return nil, err
 		}
-		if r.Transport == imageref.Docker {
+		if r.Transport == image.Docker {
 			r.Name = r.Name.Context().Digest(signed.String())
 		}
 	}
@@ -71,7 +66,7 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 	// removes it, decides.
 	for i := len(m.Layers) - 1; i >= 0; i-- {
 		d := m.Layers[i]
-		b, err := blob.Open(ctx, r, d, o.registry, blob.WithRetry(o.retry))
+		b, err := blob.Open(ctx, r, d, o.image, blob.WithRetry(blob.RetryPolicy(o.retry)))
 		if err != nil {
 			return nil, fmt.Errorf("layer %d of %s: %w", i, r, o.contentError(err))
 		}
@@ -95,10 +90,10 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 			b.Close()
 			continue
 		}
-		if ix.Annotated == "" && o.signed {
+		if ix.Annotated == "" && o.signature != nil {
 			b.Close()
 			return nil, fmt.Errorf("%w: layer %d (%s) of %s holds %s, but %w, so the signature does not cover its TOC: annotate it with `lazydisk annotate` and sign the result",
-				verify.ErrContentMismatch, i, d.Digest, r, name, ErrNoTOCDigest)
+				trust.ErrContentMismatch, i, d.Digest, r, name, ErrNoTOCDigest)
 		}
 		if ix.Annotated == "" && !o.skipTOCDigest {
 			b.Close()
@@ -126,8 +121,8 @@ func Open(ctx context.Context, ref string, opts ...Option) (f *File, err error) 
 // signed (the top digest, when it is not zero) covers the image read: a layout
 // whose tag moved after the signature was checked, or whose blobs were
 // changed, is refused.
-func readImage(ctx context.Context, r imageref.Reference, o options, signed v1.Hash) (v1.Image, v1.Hash, error) {
-	art, err := imageref.Read(ctx, r, o.registry)
+func readImage(ctx context.Context, r image.Reference, o options, signed v1.Hash) (v1.Image, v1.Hash, error) {
+	art, err := image.Read(ctx, r, o.image...)
 	if err != nil {
 		return nil, v1.Hash{}, err
 	}
@@ -141,12 +136,12 @@ func readImage(ctx context.Context, r imageref.Reference, o options, signed v1.H
 	}
 	topDigest := sha256Of(raw)
 	if signed != (v1.Hash{}) && topDigest != signed {
-		return nil, v1.Hash{}, fmt.Errorf("%w: %s is now %s, not the signed %s", verify.ErrContentMismatch, r, topDigest, signed)
+		return nil, v1.Hash{}, fmt.Errorf("%w: %s is now %s, not the signed %s", trust.ErrContentMismatch, r, topDigest, signed)
 	}
 	if art.Index == nil {
 		return art.Image, topDigest, nil
 	}
-	img, err := convert.SelectPlatform(art.Index, *o.platform)
+	img, err := image.SelectPlatform(art.Index, *o.platform)
 	if err != nil {
 		return nil, v1.Hash{}, fmt.Errorf("%s: %w", r, err)
 	}
@@ -165,7 +160,7 @@ func readImage(ctx context.Context, r imageref.Reference, o options, signed v1.H
 	}
 	err = fmt.Errorf("the manifest of %s for %s hashes to %s, which the index does not list", r, o.platform, dgst)
 	if signed != (v1.Hash{}) {
-		err = fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+		err = fmt.Errorf("%w: %w", trust.ErrContentMismatch, err)
 	}
 	return nil, v1.Hash{}, err
 }
@@ -179,8 +174,8 @@ func sha256Of(b []byte) v1.Hash {
 // that does not match the signed manifest when it says so and a signature
 // was checked.
 func (o options) contentError(err error) error {
-	if o.signed && (errors.Is(err, toc.ErrTOCDigest) || errors.Is(err, toc.ErrInvalid) || errors.Is(err, blob.ErrSizeMismatch)) {
-		return fmt.Errorf("%w: %w", verify.ErrContentMismatch, err)
+	if o.signature != nil && (errors.Is(err, toc.ErrTOCDigest) || errors.Is(err, toc.ErrInvalid) || errors.Is(err, blob.ErrSizeMismatch)) {
+		return fmt.Errorf("%w: %w", trust.ErrContentMismatch, err)
 	}
 	return err
 }

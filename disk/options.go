@@ -1,17 +1,15 @@
 package disk
 
 import (
+	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"runtime"
+	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/sigstore/sigstore/pkg/signature"
 
-	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
-	"github.com/lazydisk/lazydisk/verify"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // Defaults of the options.
@@ -34,16 +32,46 @@ const (
 	DefaultTail = 16 << 10
 )
 
-// RetryPolicy bounds how registry reads are retried (see WithRetry).
-type RetryPolicy = blob.RetryPolicy
+// RetryPolicy bounds how a registry read is retried (see WithRetry). Reads
+// are retried after failures that can pass: no response or a connection
+// reset, a response that broke off (the retry asks for the bytes still
+// missing), a stall, 408, 429 and 5xx answers, a 401 from the registry (its
+// token expired; the transport fetches a new one), and a 403 from the storage
+// host a registry redirected to (its signed URL expired; the retry asks the
+// registry for a new one). Other answers fail at once.
+type RetryPolicy struct {
+	// Attempts is how many times one read is tried in all; 1 never retries.
+	// The default is 5.
+	Attempts int
+	// MinBackoff is the wait before the first retry; each further retry
+	// waits twice as long, up to MaxBackoff, less a random part of up to a
+	// quarter. A Retry-After header asks for longer, up to MaxBackoff. The
+	// defaults are 250 ms and 8 s.
+	MinBackoff, MaxBackoff time.Duration
+	// Stall is how long a request may go without receiving anything, its
+	// answer or more of its body, before it is abandoned and retried. The
+	// default is 30 s.
+	Stall time.Duration
+}
 
-// Option configures Open.
-type Option func(*options)
+// SignatureChecker checks the signature of the manifest or index ref names
+// and returns the digest it covers, reaching ref with the image options ro.
+// verify.NewChecker returns one; the reader does not link the signature
+// verifier itself. CheckSignature fails with an error matching
+// trust.ErrNoSignature or trust.ErrBadSignature when the signature does not
+// hold.
+type SignatureChecker interface {
+	CheckSignature(ctx context.Context, ref image.Reference, ro ...image.Option) (v1.Hash, error)
+}
+
+// Option configures Open. Invalid or conflicting options make Open fail
+// before it makes a request.
+type Option func(*options) error
 
 type options struct {
 	file          string
 	platform      *v1.Platform
-	registry      imageref.Options
+	image         []image.Option
 	skipTOCDigest bool
 	cacheSize     int64
 	cacheDir      string
@@ -52,69 +80,69 @@ type options struct {
 	retry         RetryPolicy
 	readahead     int64
 	tail          int64
-	signed        bool
-	verifier      signature.Verifier
-	verifyOpts    []verify.Option
+	signature     SignatureChecker
 }
 
 // WithFile reads the file at path in the image ("disk/fedora.qcow2"; a
 // leading "/" or "./" is ignored). The default is the single regular file
 // under /disk/, as a KubeVirt containerDisk holds.
-func WithFile(path string) Option { return func(o *options) { o.file = path } }
+func WithFile(path string) Option { return func(o *options) error { o.file = path; return nil } }
 
 // WithPlatform picks the image of an index for p. The default is linux on
 // this machine's architecture.
-func WithPlatform(p v1.Platform) Option { return func(o *options) { o.platform = &p } }
-
-// WithKeychain finds registry credentials with k. The default is the
-// Docker config file and its credential helpers (authn.DefaultKeychain).
-func WithKeychain(k authn.Keychain) Option { return func(o *options) { o.registry.Keychain = k } }
-
-// WithTransport sends registry requests through rt. The default is
-// go-containerregistry's remote.DefaultTransport.
-func WithTransport(rt http.RoundTripper) Option {
-	return func(o *options) { o.registry.Transport = rt }
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error { o.platform = &p; return nil }
 }
 
-// WithPlainHTTP allows plain HTTP to any registry. By default only loopback
-// registries are spoken to over plain HTTP.
-func WithPlainHTTP() Option { return func(o *options) { o.registry.PlainHTTP = true } }
-
-// WithInsecureTLS skips verification of registries' TLS certificates.
-func WithInsecureTLS() Option { return func(o *options) { o.registry.Insecure = true } }
-
-// WithUserAgent adds ua to the User-Agent of registry requests.
-func WithUserAgent(ua string) Option { return func(o *options) { o.registry.UserAgent = ua } }
+// WithImageOptions adds options for reaching the image: credentials
+// (image.WithKeychain), the transport (image.WithTransport), plain HTTP
+// (image.WithPlainHTTP), TLS (image.WithInsecureTLS) and the user agent
+// (image.WithUserAgent). The default is image.Read's defaults.
+func WithImageOptions(opts ...image.Option) Option {
+	return func(o *options) error { o.image = append(o.image, opts...); return nil }
+}
 
 // WithInsecureSkipTOCDigest accepts a layer whose descriptor has no TOC
 // digest annotation. Chunks are still checked against the TOC, but nothing
 // ties the TOC to the manifest. A TOC that does not match an annotation that
 // is there is refused all the same.
-func WithInsecureSkipTOCDigest() Option { return func(o *options) { o.skipTOCDigest = true } }
+func WithInsecureSkipTOCDigest() Option {
+	return func(o *options) error { o.skipTOCDigest = true; return nil }
+}
 
 // WithCacheSize bounds the memory cache of verified chunks to n bytes; 0
 // keeps no chunk. The default is DefaultCacheSize (64 MiB).
-func WithCacheSize(n int64) Option { return func(o *options) { o.cacheSize = n } }
+func WithCacheSize(n int64) Option {
+	return func(o *options) error { o.cacheSize = n; return nil }
+}
 
 // WithCacheDir keeps verified chunks in dir as well, named by their digest,
 // so that they survive the process and are shared by every image whose
 // chunks have the same content. Chunks read from it are verified again. The
 // directory is created if needed; it is not bounded in size. The default is
 // no directory.
-func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = dir } }
+func WithCacheDir(dir string) Option {
+	return func(o *options) error { o.cacheDir = dir; return nil }
+}
 
 // WithConcurrency bounds the range requests in flight to n. The default is
 // DefaultConcurrency (8).
-func WithConcurrency(n int) Option { return func(o *options) { o.concurrency = n } }
+func WithConcurrency(n int) Option {
+	return func(o *options) error { o.concurrency = n; return nil }
+}
 
 // WithMaxRequest caps the compressed bytes one request fetches when adjacent
 // chunks are merged. The default is DefaultMaxRequest (4 MiB).
-func WithMaxRequest(n int64) Option { return func(o *options) { o.maxRequest = n } }
+func WithMaxRequest(n int64) Option {
+	return func(o *options) error { o.maxRequest = n; return nil }
+}
 
 // WithRetry sets how registry reads are retried; fields left zero take
-// blob.DefaultRetryPolicy's values (5 attempts, backoff from 250 ms to 8 s,
+// the defaults RetryPolicy names (5 attempts, backoff from 250 ms to 8 s,
 // 30 s without data ends a request).
-func WithRetry(p RetryPolicy) Option { return func(o *options) { o.retry = p } }
+func WithRetry(p RetryPolicy) Option {
+	return func(o *options) error { o.retry = p; return nil }
+}
 
 // WithReadahead makes ReadAt detect sequential streams of reads (several
 // may run at once, as from the connections of an NBD client) and fetch the
@@ -127,24 +155,31 @@ func WithRetry(p RetryPolicy) Option { return func(o *options) { o.retry = p } }
 // random reads still fetch only the chunks they cover. Fetches ahead share
 // the requests of WithConcurrency with reads, and Close cancels them. The
 // default is 0: no readahead (see DefaultReadahead).
-func WithReadahead(n int64) Option { return func(o *options) { o.readahead = n } }
+func WithReadahead(n int64) Option {
+	return func(o *options) error { o.readahead = n; return nil }
+}
 
 // WithSignature makes Open check, before it reads anything else, that the
-// manifest or index the reference names carries a valid cosign signature by
-// v (see verify.Signature; opts choose the accepted forms and required
-// annotations), and then read that manifest by the signed digest. Every
-// byte the File returns is then covered by the chain signature -> manifest
-// -> TOC digest annotation -> TOC -> chunk.
+// manifest or index the reference names carries a valid cosign signature (c
+// is usually verify.NewChecker with a public key), and then read that
+// manifest by the signed digest. Every byte the File returns is then covered
+// by the chain signature -> manifest -> TOC digest annotation -> TOC ->
+// chunk.
 //
-// Open fails with an error matching verify.ErrNoSignature or
-// verify.ErrBadSignature when the signature does not hold; a TOC or chunk
-// that does not match what the signed manifest says fails Open or a read with
-// an error matching verify.ErrContentMismatch (as well as ErrChunkDigest,
-// toc.ErrTOCDigest or ErrNoTOCDigest). It cannot be combined with
-// WithInsecureSkipTOCDigest. Load v with verify.LoadPublicKey. The default
-// checks no signature.
-func WithSignature(v signature.Verifier, opts ...verify.Option) Option {
-	return func(o *options) { o.signed, o.verifier, o.verifyOpts = true, v, opts }
+// Open fails with c's error (matching trust.ErrNoSignature or
+// trust.ErrBadSignature from verify's checker) when the signature does not
+// hold; a TOC or chunk that does not match what the signed manifest says
+// fails Open or a read with an error matching trust.ErrContentMismatch (as
+// well as ErrChunkDigest, toc.ErrTOCDigest or ErrNoTOCDigest). It cannot be
+// combined with WithInsecureSkipTOCDigest. The default checks no signature.
+func WithSignature(c SignatureChecker) Option {
+	return func(o *options) error {
+		if c == nil {
+			return errors.New("WithSignature needs a checker (verify.NewChecker)")
+		}
+		o.signature = c
+		return nil
+	}
 }
 
 func newOptions(opts []Option) (options, error) {
@@ -156,7 +191,12 @@ func newOptions(opts []Option) (options, error) {
 		platform:    &v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
 	}
 	for _, opt := range opts {
-		opt(&o)
+		if opt == nil {
+			return o, errors.New("a nil disk.Option")
+		}
+		if err := opt(&o); err != nil {
+			return o, err
+		}
 	}
 	switch {
 	case o.cacheSize < 0:
@@ -167,12 +207,12 @@ func newOptions(opts []Option) (options, error) {
 		return o, fmt.Errorf("maximum request size %d is not positive", o.maxRequest)
 	case o.readahead < 0:
 		return o, fmt.Errorf("readahead %d is negative", o.readahead)
-	case o.signed && o.verifier == nil:
-		return o, fmt.Errorf("WithSignature needs a verifier (verify.LoadPublicKey)")
-	case o.signed && o.skipTOCDigest:
+	case o.signature != nil && o.skipTOCDigest:
 		return o, fmt.Errorf("a signature covers the TOC only through its digest annotation: it cannot be checked with the TOC digest skipped")
 	}
 	o.readahead = min(o.readahead, o.cacheSize/2)
-	o.registry.Platform = o.platform
+	if err := image.CheckOptions(o.image...); err != nil {
+		return o, err
+	}
 	return o, nil
 }

@@ -16,7 +16,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/lazydisk/lazydisk/disk"
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/sign"
 	"github.com/lazydisk/lazydisk/toc"
@@ -48,17 +48,31 @@ func newTestKey(t *testing.T) testKey {
 
 func signRef(t *testing.T, k testKey, ref string) {
 	t.Helper()
-	r, err := imageref.Parse(ref)
+	r, err := image.Parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sign.Manifest(context.Background(), r, k.signer, imageref.Options{Keychain: authn.NewMultiKeychain()}); err != nil {
+	if _, err := sign.Manifest(context.Background(), r, k.signer, sign.WithImageOptions(image.WithKeychain(authn.NewMultiKeychain()))); err != nil {
 		t.Fatalf("signing %s: %v", ref, err)
 	}
 }
 
+// withKey is disk.WithSignature with verify's checker for v.
+func withKey(t testing.TB, v signature.Verifier, opts ...verify.Option) disk.Option {
+	t.Helper()
+	c, err := verify.NewChecker(v, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return disk.WithSignature(c)
+}
+
 func openErr(ref string, opts ...disk.Option) error {
-	f, err := disk.Open(context.Background(), ref, append([]disk.Option{anonymous()}, opts...)...)
+	r, err := image.Parse(ref)
+	if err != nil {
+		return err
+	}
+	f, err := disk.Open(context.Background(), r, append([]disk.Option{anonymous()}, opts...)...)
 	if err == nil {
 		f.Close()
 	}
@@ -81,7 +95,7 @@ func TestSignature(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			f := open(t, ref, disk.WithSignature(key.verifier))
+			f := open(t, ref, withKey(t, key.verifier))
 			if got, ok := f.Signed(); !ok || got != want || f.Manifest() != want {
 				t.Errorf("Signed() = %s, %t; Manifest() = %s; want %s", got, ok, f.Manifest(), want)
 			}
@@ -93,16 +107,19 @@ func TestSignature(t *testing.T) {
 				t.Error("Signed() is true without WithSignature")
 			}
 
-			if err := openErr(ref, disk.WithSignature(other.verifier)); !errors.Is(err, verify.ErrBadSignature) {
+			if err := openErr(ref, withKey(t, other.verifier)); !errors.Is(err, verify.ErrBadSignature) {
 				t.Errorf("another key: %v, want ErrBadSignature", err)
 			}
-			if err := openErr(ref, disk.WithSignature(key.verifier, verify.WithAnnotations(map[string]string{"env": "prod"}))); !errors.Is(err, verify.ErrBadSignature) {
+			if err := openErr(ref, withKey(t, key.verifier, verify.WithAnnotations(map[string]string{"env": "prod"}))); !errors.Is(err, verify.ErrBadSignature) {
 				t.Errorf("a claim the signature lacks: %v, want ErrBadSignature", err)
 			}
-			if err := openErr(ref, disk.WithSignature(nil)); err == nil || !strings.Contains(err.Error(), "verifier") {
+			if _, err := verify.NewChecker(nil); err == nil {
+				t.Errorf("verify.NewChecker(nil): no error")
+			}
+			if err := openErr(ref, disk.WithSignature(nil)); err == nil || !strings.Contains(err.Error(), "checker") {
 				t.Errorf("a nil verifier: %v", err)
 			}
-			if err := openErr(ref, disk.WithSignature(key.verifier), disk.WithInsecureSkipTOCDigest()); err == nil {
+			if err := openErr(ref, withKey(t, key.verifier), disk.WithInsecureSkipTOCDigest()); err == nil {
 				t.Error("a signature with the TOC digest skipped was accepted")
 			}
 
@@ -111,7 +128,7 @@ func TestSignature(t *testing.T) {
 			if moved != ref {
 				t.Fatalf("pushed to %s, not %s", moved, ref)
 			}
-			if err := openErr(ref, disk.WithSignature(key.verifier)); !errors.Is(err, verify.ErrNoSignature) {
+			if err := openErr(ref, withKey(t, key.verifier)); !errors.Is(err, verify.ErrNoSignature) {
 				t.Errorf("re-tagged: %v, want ErrNoSignature", err)
 			}
 		})
@@ -122,7 +139,7 @@ func TestSignature(t *testing.T) {
 		plain := open(t, ref)
 		bounds := disk.ChunkBounds(plain)
 		i := corruptChunk(t, reg, img, plain, len(bounds)/2)
-		f := open(t, ref, disk.WithSignature(key.verifier))
+		f := open(t, ref, withKey(t, key.verifier))
 		buf := make([]byte, 4096)
 		_, err := f.ReadAt(buf, bounds[i])
 		if !errors.Is(err, verify.ErrContentMismatch) || !errors.Is(err, disk.ErrChunkDigest) {
@@ -137,7 +154,7 @@ func TestSignature(t *testing.T) {
 			delete(m.Layers[0].Annotations, toc.AnnotationTOCDigest)
 		})
 		signRef(t, key, ref)
-		err := openErr(ref, disk.WithSignature(key.verifier))
+		err := openErr(ref, withKey(t, key.verifier))
 		if !errors.Is(err, verify.ErrContentMismatch) || !errors.Is(err, disk.ErrNoTOCDigest) {
 			t.Errorf("%v, want ErrContentMismatch and ErrNoTOCDigest", err)
 		}
@@ -158,16 +175,16 @@ func TestSignatureLayout(t *testing.T) {
 	})
 	dir := t.TempDir()
 	ref := "oci:" + dir + ":v1"
-	dst, err := imageref.Parse(ref)
+	dst, err := image.Parse(ref)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := imageref.Write(context.Background(), dst, imageref.Artifact{Index: idx}, imageref.Options{}); err != nil {
+	if err := image.Write(context.Background(), dst, image.Artifact{Index: idx}); err != nil {
 		t.Fatal(err)
 	}
 	signRef(t, key, ref)
 
-	f := open(t, ref, disk.WithSignature(key.verifier))
+	f := open(t, ref, withKey(t, key.verifier))
 	checkRead(t, f, data, 0, int64(len(data)))
 	top, _ := idx.Digest()
 	if got, _ := f.Signed(); got != top {
@@ -184,7 +201,7 @@ func TestSignatureLayout(t *testing.T) {
 	if err := os.WriteFile(path, append(raw, '\n'), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	err = openErr(ref, disk.WithSignature(key.verifier))
+	err = openErr(ref, withKey(t, key.verifier))
 	if !errors.Is(err, verify.ErrContentMismatch) || !strings.Contains(err.Error(), "does not list") {
 		t.Errorf("changed manifest bytes: %v, want ErrContentMismatch", err)
 	}

@@ -8,8 +8,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/attach"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
 // Copied counts the signatures Copy copied.
@@ -25,14 +25,19 @@ type Copied struct {
 // tag. Signatures stay valid only for the same digests, so copy an image
 // unchanged (as lazydisk convert does for an image that needs no conversion)
 // before its signatures. Nothing is checked: signatures are copied whether
-// or not they verify, as a registry copy would.
-func Copy(ctx context.Context, src, dst imageref.Reference, digests []v1.Hash, ro imageref.Options) (Copied, error) {
+// or not they verify, as a registry copy would. Of the options, only
+// WithImageOptions applies.
+func Copy(ctx context.Context, src, dst image.Reference, digests []v1.Hash, opts ...Option) (Copied, error) {
 	var n Copied
-	from, err := attach.Open(ctx, src, ro)
+	o, err := makeOptions(opts)
 	if err != nil {
 		return n, err
 	}
-	to, err := attach.Open(ctx, dst, ro)
+	from, err := attach.Open(ctx, src, o.image...)
+	if err != nil {
+		return n, err
+	}
+	to, err := attach.Open(ctx, dst, o.image...)
 	if err != nil {
 		return n, err
 	}
@@ -111,5 +116,5 @@ func copyLegacy(ctx context.Context, from, to *attach.Store, h v1.Hash) (int, er
 	if added == 0 {
 		return 0, nil
 	}
-	return added, to.WriteTagged(ctx, tag, imageref.Artifact{Image: img})
+	return added, to.WriteTagged(ctx, tag, image.Artifact{Image: img})
 }

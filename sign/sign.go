@@ -29,9 +29,9 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/attach"
 	"github.com/lazydisk/lazydisk/internal/built"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
 // Result says what Manifest signed.
@@ -56,23 +56,20 @@ type Signed struct {
 	LegacyTag string `json:"legacyTag,omitempty"`
 	// Existing lists the forms in which a valid signature by the same key
 	// with the same annotations was already attached, so none was added.
-	Existing []Format `json:"existing,omitempty"`
+	Existing []SignatureFormat `json:"existing,omitempty"`
 }
 
 // Manifest signs the manifest or index ref names, in a registry or an OCI
 // layout, with signer (see LoadPrivateKey), and attaches the signatures
-// beside it in the forms WithFormat chooses. Tags are resolved first: the
+// beside it in the forms WithSignatureFormat chooses. Tags are resolved first: the
 // signatures cover the digest, not the tag. For an index, every image and
 // index it lists is signed too unless WithRecursive(false) is given.
 // Signing again with the same key and annotations adds nothing.
 //
 // It makes no request other than to the registry of ref.
-func Manifest(ctx context.Context, ref imageref.Reference, signer signature.SignerVerifier, ro imageref.Options, opts ...Option) (*Result, error) {
-	o := defaults()
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if err := o.check(); err != nil {
+func Manifest(ctx context.Context, ref image.Reference, signer signature.SignerVerifier, opts ...Option) (*Result, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
 		return nil, err
 	}
 	identity := o.identity
@@ -81,14 +78,14 @@ func Manifest(ctx context.Context, ref imageref.Reference, signer signature.Sign
 		if _, err := name.ParseReference(identity); err != nil {
 			return nil, fmt.Errorf("identity %q is not an image reference such as registry.example.com/vm/fedora: %w", identity, err)
 		}
-	case ref.Transport == imageref.Docker:
+	case ref.Transport == image.Docker:
 		identity = ref.Name.Context().Name()
 	}
 	kp, err := newKeypair(signer)
 	if err != nil {
 		return nil, err
 	}
-	st, err := attach.Open(ctx, ref, ro)
+	st, err := attach.Open(ctx, ref, o.image...)
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +111,7 @@ func Manifest(ctx context.Context, ref imageref.Reference, signer signature.Sign
 			}
 			s.Bundle = &h
 			if existed {
-				s.Existing = append(s.Existing, FormatBundle)
+				s.Existing = append(s.Existing, SignatureBundle)
 			}
 		}
 		if o.format.legacy() {
@@ -124,7 +121,7 @@ func Manifest(ctx context.Context, ref imageref.Reference, signer signature.Sign
 			}
 			s.LegacyTag = attach.SignatureTag(t.Digest)
 			if existed {
-				s.Existing = append(s.Existing, FormatLegacy)
+				s.Existing = append(s.Existing, SignatureLegacy)
 			}
 		}
 		res.Signed = append(res.Signed, s)
@@ -219,7 +216,7 @@ func signLegacy(ctx context.Context, st *attach.Store, m attach.Manifest, signer
 	if err != nil {
 		return false, err
 	}
-	return false, st.WriteTagged(ctx, attach.SignatureTag(m.Digest), imageref.Artifact{Image: img})
+	return false, st.WriteTagged(ctx, attach.SignatureTag(m.Digest), image.Artifact{Image: img})
 }
 
 // signBundle attaches a Sigstore bundle over an in-toto statement naming m as

@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/sigstore/cosign/v3/pkg/cosign"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/sign"
 	"github.com/lazydisk/lazydisk/verify"
@@ -57,11 +57,11 @@ func TestKeys(t *testing.T) {
 func TestParseFormat(t *testing.T) {
 	t.Parallel()
 	for _, s := range []string{"both", "bundle", "legacy"} {
-		if f, err := sign.ParseFormat(s); err != nil || string(f) != s {
+		if f, err := sign.ParseSignatureFormat(s); err != nil || string(f) != s {
 			t.Errorf("ParseFormat(%q) = %q, %v", s, f, err)
 		}
 	}
-	if _, err := sign.ParseFormat("any"); err == nil {
+	if _, err := sign.ParseSignatureFormat("any"); err == nil {
 		t.Error("ParseFormat(any) succeeded")
 	}
 }
@@ -77,31 +77,31 @@ func TestCopyMerges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	layout, err := imageref.Parse("oci:" + filepath.Join(t.TempDir(), "l") + ":v1")
+	layout, err := image.Parse("oci:" + filepath.Join(t.TempDir(), "l") + ":v1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	remote, err := imageref.Parse("docker://" + reg.Host + "/copy/img:v1")
+	remote, err := image.Parse("docker://" + reg.Host + "/copy/img:v1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, r := range []imageref.Reference{layout, remote} {
-		if err := imageref.Write(ctx, r, imageref.Artifact{Image: img}, imageref.Options{}); err != nil {
+	for _, r := range []image.Reference{layout, remote} {
+		if err := image.Write(ctx, r, image.Artifact{Image: img}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	a, b := newKey(t), newKey(t)
-	res, err := sign.Manifest(ctx, layout, a.signer, imageref.Options{})
+	res, err := sign.Manifest(ctx, layout, a.signer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sign.Manifest(ctx, remote, b.signer, imageref.Options{}); err != nil {
+	if _, err := sign.Manifest(ctx, remote, b.signer); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := verify.Signature(ctx, remote, a.verifier, imageref.Options{}); !errors.Is(err, verify.ErrBadSignature) {
+	if _, err := verify.Signature(ctx, remote, a.verifier); !errors.Is(err, verify.ErrBadSignature) {
 		t.Fatalf("before copying: %v, want ErrBadSignature", err)
 	}
-	n, err := sign.Copy(ctx, layout, remote, []v1.Hash{res.Digest}, imageref.Options{})
+	n, err := sign.Copy(ctx, layout, remote, []v1.Hash{res.Digest})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +109,16 @@ func TestCopyMerges(t *testing.T) {
 		t.Errorf("copied %+v, want 1 and 1", n)
 	}
 	for name, k := range map[string]key{"a": a, "b": b} {
-		for _, f := range []verify.Format{verify.FormatBundle, verify.FormatLegacy} {
-			if _, err := verify.Signature(ctx, remote, k.verifier, imageref.Options{}, verify.WithFormat(f)); err != nil {
+		for _, f := range []verify.SignatureFormat{verify.SignatureBundle, verify.SignatureLegacy} {
+			if _, err := verify.Signature(ctx, remote, k.verifier, verify.WithSignatureFormat(f)); err != nil {
 				t.Errorf("key %s, %s: %v", name, f, err)
 			}
 		}
 	}
-	if n, err = sign.Copy(ctx, layout, remote, []v1.Hash{res.Digest}, imageref.Options{}); err != nil || n.Legacy != 0 {
+	if n, err = sign.Copy(ctx, layout, remote, []v1.Hash{res.Digest}); err != nil || n.Legacy != 0 {
 		t.Errorf("copying again: %+v, %v", n, err)
 	}
-	rep, err := verify.Image(ctx, remote, a.verifier, imageref.Options{})
+	rep, err := verify.Image(ctx, remote, a.verifier)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,8 +18,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -101,9 +101,9 @@ func TestReadFromRegistry(t *testing.T) {
 		if err := remote.Write(tag, img); err != nil {
 			t.Fatal(err)
 		}
-		ref, _ := imageref.Parse("docker://" + reg.Host + "/toc/test:latest")
+		ref, _ := image.Parse("docker://" + reg.Host + "/toc/test:latest")
 		m, _ := img.Manifest()
-		b, err := blob.Open(context.Background(), ref, m.Layers[0], imageref.Options{})
+		b, err := blob.Open(context.Background(), ref, m.Layers[0], nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -10,7 +10,10 @@
 // Signature is the first link alone, for lazy readers: it returns the
 // verified manifest digest, and a reader that then reads that manifest by
 // digest and checks each chunk against its TOC keeps the chain for every
-// byte it returns. Image checks the whole chain and reports each step.
+// byte it returns. NewChecker wraps it for the lazy reader
+// (disk.WithSignature), which does not link this package. Image checks the
+// whole chain and reports each step. The errors are package trust's, under
+// the same names here.
 //
 // Verification is offline: the key is the only trust root; no transparency
 // log, Fulcio certificate or timestamp is needed or consulted, and no

@@ -15,14 +15,15 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/toc"
 	"github.com/lazydisk/lazydisk/verify"
 )
 
 // diskImage is a containerDisk-like image (disk/disk.img, 600 KiB of text,
 // noise and zeros) converted to format with 64 KiB chunks.
-func diskImage(t *testing.T, format convert.Format, seed uint64, arch string) v1.Image {
+func diskImage(t *testing.T, format toc.Format, seed uint64, arch string) v1.Image {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	data := make([]byte, 600<<10)
@@ -61,19 +62,19 @@ func diskImage(t *testing.T, format convert.Format, seed uint64, arch string) v1
 	return conv.Image
 }
 
-func mustParse(t *testing.T, s string) imageref.Reference {
+func mustParse(t *testing.T, s string) image.Reference {
 	t.Helper()
-	r, err := imageref.Parse(s)
+	r, err := image.Parse(s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return r
 }
 
-func write(t *testing.T, ref string, a imageref.Artifact) imageref.Reference {
+func write(t *testing.T, ref string, a image.Artifact) image.Reference {
 	t.Helper()
 	r := mustParse(t, ref)
-	if err := imageref.Write(context.Background(), r, a, imageref.Options{}); err != nil {
+	if err := image.Write(context.Background(), r, a); err != nil {
 		t.Fatalf("writing %s: %v", ref, err)
 	}
 	return r

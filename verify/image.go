@@ -16,9 +16,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/attach"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/validate"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -91,13 +91,13 @@ type DeepReport struct {
 // The report is returned with the error, filled as far as checking got. The
 // error matches ErrNoSignature, ErrBadSignature or ErrContentMismatch for
 // the three kinds of failure; other errors mean something could not be read.
-func Image(ctx context.Context, ref imageref.Reference, v signature.Verifier, ro imageref.Options, opts ...Option) (*Report, error) {
+func Image(ctx context.Context, ref image.Reference, v signature.Verifier, opts ...Option) (*Report, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return nil, err
 	}
 	rep := &Report{Reference: ref.String(), Deep: o.deep}
-	st, err := attach.Open(ctx, ref, ro)
+	st, err := attach.Open(ctx, ref, o.image...)
 	if err != nil {
 		return rep, err
 	}
@@ -117,7 +117,7 @@ func Image(ctx context.Context, ref imageref.Reference, v signature.Verifier, ro
 	}
 	var failures []string
 	for _, im := range images {
-		ir, err := checkImage(ctx, st, im, ro, o)
+		ir, err := checkImage(ctx, st, im, o)
 		if err != nil {
 			return rep, err
 		}
@@ -142,25 +142,25 @@ func Image(ctx context.Context, ref imageref.Reference, v signature.Verifier, ro
 	return rep, nil
 }
 
-type image struct {
+type platformImage struct {
 	attach.Manifest
 	platform *v1.Platform
 }
 
 // imagesOf returns m if it is an image, or the images an index lists
 // (recursively), each read by digest; only those for platform if it is set.
-func imagesOf(ctx context.Context, st *attach.Store, m attach.Manifest, p *v1.Platform, want *v1.Platform) ([]image, error) {
+func imagesOf(ctx context.Context, st *attach.Store, m attach.Manifest, p *v1.Platform, want *v1.Platform) ([]platformImage, error) {
 	if !m.MediaType.IsIndex() {
 		if want != nil && p != nil && !p.Satisfies(*want) {
 			return nil, nil
 		}
-		return []image{{Manifest: m, platform: p}}, nil
+		return []platformImage{{Manifest: m, platform: p}}, nil
 	}
 	im, err := v1.ParseIndexManifest(bytes.NewReader(m.Raw))
 	if err != nil {
 		return nil, fmt.Errorf("%w: index %s cannot be parsed: %w", ErrContentMismatch, m.Digest, err)
 	}
-	var out []image
+	var out []platformImage
 	for _, d := range im.Manifests {
 		if !d.MediaType.IsImage() && !d.MediaType.IsIndex() {
 			continue
@@ -186,7 +186,7 @@ func imagesOf(ctx context.Context, st *attach.Store, m attach.Manifest, p *v1.Pl
 
 // checkImage checks one image; mismatches go into the report, errors
 // reading what should be there are returned.
-func checkImage(ctx context.Context, st *attach.Store, im image, ro imageref.Options, o options) (ImageReport, error) {
+func checkImage(ctx context.Context, st *attach.Store, im platformImage, o options) (ImageReport, error) {
 	ir := ImageReport{Digest: im.Digest, Platform: im.platform}
 	m, err := v1.ParseManifest(bytes.NewReader(im.Raw))
 	if err != nil {
@@ -212,7 +212,7 @@ func checkImage(ctx context.Context, st *attach.Store, im image, ro imageref.Opt
 		return ir, nil
 	}
 	for i, d := range m.Layers {
-		lr, err := checkLayer(ctx, st.At(im.Digest), i, d, cfg.RootFS.DiffIDs[i], ro, o)
+		lr, err := checkLayer(ctx, st.At(im.Digest), i, d, cfg.RootFS.DiffIDs[i], o)
 		if err != nil {
 			return ir, fmt.Errorf("layer %d of %s: %w", i, im.Digest, err)
 		}
@@ -221,13 +221,13 @@ func checkImage(ctx context.Context, st *attach.Store, im image, ro imageref.Opt
 	return ir, nil
 }
 
-func checkLayer(ctx context.Context, ref imageref.Reference, i int, d v1.Descriptor, diffID v1.Hash, ro imageref.Options, o options) (LayerReport, error) {
+func checkLayer(ctx context.Context, ref image.Reference, i int, d v1.Descriptor, diffID v1.Hash, o options) (LayerReport, error) {
 	lr := LayerReport{Index: i, Digest: d.Digest, MediaType: d.MediaType, Size: d.Size}
 	if !d.MediaType.IsLayer() && !strings.Contains(string(d.MediaType), "layer") {
 		lr.Error = fmt.Sprintf("media type %s is not a layer", d.MediaType)
 		return lr, nil
 	}
-	b, err := blob.Open(ctx, ref, d, ro)
+	b, err := blob.Open(ctx, ref, d, o.image)
 	if err != nil {
 		return lr, err
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/sigstore/sigstore/pkg/signature"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/attach"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
 // SignatureReport says which signatures were found for a manifest digest and
@@ -26,7 +26,7 @@ type SignatureReport struct {
 // Found is one signature attached to a manifest.
 type Found struct {
 	// Format is "bundle" or "legacy".
-	Format Format `json:"format"`
+	Format SignatureFormat `json:"format"`
 	// Where is the referrer manifest's digest (bundle) or the signature
 	// tag and layer digest (legacy).
 	Where string `json:"where"`
@@ -44,19 +44,19 @@ type Found struct {
 // against their TOC) reads only what the key signed.
 //
 // It fails with an error matching ErrNoSignature when no signature of the
-// accepted forms (WithFormat) is attached, and ErrBadSignature when
+// accepted forms (WithSignatureFormat) is attached, and ErrBadSignature when
 // signatures are attached but none is valid by v for this digest with the
 // annotations WithAnnotations requires. Other errors mean the manifest or
 // its signatures could not be read. WithDeep and WithPlatform do not apply.
 //
-// Load v with LoadPublicKey. ro says how to reach the registry; no other
-// network access is made.
-func Signature(ctx context.Context, ref imageref.Reference, v signature.Verifier, ro imageref.Options, opts ...Option) (v1.Hash, error) {
+// Load v with LoadPublicKey. WithImageOptions says how to reach the
+// registry; no other network access is made.
+func Signature(ctx context.Context, ref image.Reference, v signature.Verifier, opts ...Option) (v1.Hash, error) {
 	o, err := newOptions(opts)
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	st, err := attach.Open(ctx, ref, ro)
+	st, err := attach.Open(ctx, ref, o.image...)
 	if err != nil {
 		return v1.Hash{}, err
 	}
@@ -77,24 +77,24 @@ func checkSignatures(ctx context.Context, st *attach.Store, m attach.Manifest, v
 	if v == nil {
 		return rep, fmt.Errorf("no public key to verify with")
 	}
-	if o.format != FormatLegacy {
+	if o.format != SignatureLegacy {
 		bundles, err := st.Bundles(ctx, m.Digest)
 		if err != nil {
 			return rep, fmt.Errorf("looking for bundle signatures of %s: %w", m.Digest, err)
 		}
 		for _, b := range bundles {
-			f := Found{Format: FormatBundle, Where: "referrer " + b.Referrer.String()}
+			f := Found{Format: SignatureBundle, Where: "referrer " + b.Referrer.String()}
 			ann, err := attach.CheckBundle(b, v, m.Digest)
 			rep.add(f, ann, err, o.annotations)
 		}
 	}
-	if o.format != FormatBundle {
+	if o.format != SignatureBundle {
 		legacy, err := st.Legacy(ctx, m.Digest)
 		if err != nil {
 			return rep, fmt.Errorf("looking for legacy signatures of %s: %w", m.Digest, err)
 		}
 		for _, l := range legacy {
-			f := Found{Format: FormatLegacy, Where: attach.SignatureTag(m.Digest) + " layer " + l.Layer.String()}
+			f := Found{Format: SignatureLegacy, Where: attach.SignatureTag(m.Digest) + " layer " + l.Layer.String()}
 			ann, err := attach.CheckLegacy(l, v, m.Digest)
 			rep.add(f, ann, err, o.annotations)
 		}
@@ -135,11 +135,11 @@ func missingAnnotation(got, want map[string]string) error {
 	return nil
 }
 
-func lookedFor(f Format, h v1.Hash) string {
+func lookedFor(f SignatureFormat, h v1.Hash) string {
 	switch f {
-	case FormatBundle:
+	case SignatureBundle:
 		return "no Sigstore bundle referrer; sign it with `lazydisk sign` or `cosign sign`"
-	case FormatLegacy:
+	case SignatureLegacy:
 		return fmt.Sprintf("no signature tag %s; sign it with `lazydisk sign --signature-format legacy`", attach.SignatureTag(h))
 	}
 	return fmt.Sprintf("no Sigstore bundle referrer and no signature tag %s; sign it with `lazydisk sign` or `cosign sign`", attach.SignatureTag(h))

@@ -7,12 +7,10 @@ import (
 	"io"
 	"sort"
 
-	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/annotate"
-	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 )
 
@@ -72,19 +70,17 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	if err != nil {
 		return err
 	}
-	if src.Transport != imageref.Docker && src.Transport != imageref.OCI {
+	if src.Transport != image.Docker && src.Transport != image.OCI {
 		return usagef("annotate reads registries and oci: layouts; %s is a %s: reference (convert it instead)", src, src.Transport)
 	}
-	ropts := o.reg.refOptions()
-	art, err := imageref.Read(ctx, src, ropts)
+	ropts := o.reg.imageOptions()
+	art, err := image.Read(ctx, src, ropts...)
 	if err != nil {
 		return err
 	}
-	open := func(ctx context.Context, d v1.Descriptor) (annotate.Blob, error) {
-		return blob.Open(ctx, src, d, ropts)
-	}
+	open := annotate.BlobsOf(src, ropts...)
 	res := &annotate.Result{}
-	out := imageref.Artifact{}
+	out := image.Artifact{}
 	if art.Index != nil {
 		out.Index, res, err = annotate.Index(ctx, art.Index, open)
 	} else {
@@ -108,7 +104,7 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 		}
 		return nil
 	}
-	if err := imageref.Write(ctx, dst, out, ropts); err != nil {
+	if err := image.Write(ctx, dst, out, ropts...); err != nil {
 		return fmt.Errorf("writing %s: %w", dst, err)
 	}
 	if o.digestFile != "" {

@@ -7,14 +7,14 @@ import (
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
-	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
 
+	"github.com/lazydisk/lazydisk"
 	"github.com/lazydisk/lazydisk/convert"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/toc"
 )
 
 type convertOptions struct {
@@ -31,6 +31,8 @@ type convertOptions struct {
 	progress   string
 	signKey    string
 	sigFormat  string
+	// signatureFormat is sigFormat, checked.
+	signatureFormat sign.SignatureFormat
 }
 
 func newConvertCmd(reg *registryOptions) *cobra.Command {
@@ -102,7 +104,7 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
 	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (when it is a terminal), always or never")
 	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
-	f.StringVar(&o.sigFormat, "signature-format", string(sign.FormatBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
+	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
 	_ = cmd.MarkFlagFilename("sign-key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
@@ -115,56 +117,69 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	return cmd
 }
 
-// convertOutput is what --format json prints.
-type convertOutput struct {
-	Destination string `json:"destination"`
-	convert.Result
-	// CopiedSignatures counts the source's signatures copied to DST.
-	CopiedSignatures *sign.Copied `json:"copiedSignatures,omitempty"`
-	// Signed is what --sign-key signed.
-	Signed *sign.Result `json:"signed,omitempty"`
-}
-
 func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, dstArg string) error {
-	var format convert.Format
-	switch {
-	case o.estargz && o.zstd:
-		return usagef("--estargz and --zstd-chunked exclude each other: choose one")
-	case o.estargz:
-		format = convert.FormatEStargz
-	case o.zstd:
-		format = convert.FormatZstdChunked
-	default:
-		return usageError{errNoFormat}
-	}
-	if err := checkTextOrJSON("format", o.format); err != nil {
-		return err
-	}
-	chunk, err := size.Parse(o.chunkSize)
-	if err != nil {
-		return usagef("--chunk-size: %w", err)
-	}
-	platform, err := parsePlatformFlag(o.platform)
+	opts, err := o.options(cmd)
 	if err != nil {
 		return err
-	}
-	sf := sign.FormatBoth
-	if o.sigFormat != "" {
-		if sf, err = sign.ParseFormat(o.sigFormat); err != nil {
-			return usagef("--signature-format: %w", err)
-		}
 	}
 	src, dst, err := parseSrcDst(srcArg, dstArg)
 	if err != nil {
 		return err
 	}
-	var signer signature.SignerVerifier
 	if o.signKey != "" { // before converting, so a wrong password fails fast
-		if signer, err = loadSigner(cmd, o.signKey); err != nil {
+		signer, err := loadSigner(cmd, o.signKey)
+		if err != nil {
 			return err
 		}
+		opts = append(opts, lazydisk.WithSigner(signer, sign.WithSignatureFormat(o.signatureFormat)))
 	}
-	opts := []convert.Option{
+	if o.progress == "always" || o.progress == "auto" && isTerminal(cmd.ErrOrStderr()) {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		opts = append(opts,
+			lazydisk.WithConvertOptions(convert.WithProgress(pr.update)),
+			lazydisk.WithOnWrite(func() { fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst) }))
+	}
+	res, err := lazydisk.Convert(ctx, src, dst, opts...)
+	if err != nil {
+		return err
+	}
+	if o.digestFile != "" {
+		if err := outfile.WriteFile(ctx, o.digestFile, []byte(res.Digest.String()+"\n"), 0o666); err != nil {
+			return fmt.Errorf("--digestfile: %w", err)
+		}
+	}
+	return o.print(cmd, res)
+}
+
+// options checks the flags and returns the options of lazydisk.Convert
+// they ask for, but for signing and progress.
+func (o *convertOptions) options(cmd *cobra.Command) ([]lazydisk.Option, error) {
+	var format toc.Format
+	switch {
+	case o.estargz && o.zstd:
+		return nil, usagef("--estargz and --zstd-chunked exclude each other: choose one")
+	case o.estargz:
+		format = toc.FormatEStargz
+	case o.zstd:
+		format = toc.FormatZstdChunked
+	default:
+		return nil, usageError{errNoFormat}
+	}
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return nil, err
+	}
+	chunk, err := size.Parse(o.chunkSize)
+	if err != nil {
+		return nil, usagef("--chunk-size: %w", err)
+	}
+	o.signatureFormat = sign.SignatureBoth
+	if o.sigFormat != "" {
+		if o.signatureFormat, err = sign.ParseSignatureFormat(o.sigFormat); err != nil {
+			return nil, usagef("--signature-format: %w", err)
+		}
+	}
+	conv := []convert.Option{
 		convert.WithFormat(format),
 		convert.WithChunkSize(int(min(chunk, 1<<40))),
 		convert.WithCompressionLevel(o.level),
@@ -172,134 +187,35 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		convert.WithTempDir(o.tmpDir),
 	}
 	// Check the options before reading anything.
-	if err := convert.CheckOptions(opts...); err != nil {
-		return usageError{err}
+	if err := convert.CheckOptions(conv...); err != nil {
+		return nil, usageError{err}
 	}
-	showProgress := o.progress == "always" || o.progress == "auto" && isTerminal(cmd.ErrOrStderr())
-	if showProgress {
-		pr := newProgressPrinter(cmd.ErrOrStderr())
-		defer pr.close()
-		opts = append(opts, convert.WithProgress(pr.update))
+	opts := []lazydisk.Option{lazydisk.WithConvertOptions(conv...), lazydisk.WithImageOptions(o.reg.imageOptions()...)}
+	platform, err := parsePlatformFlag(o.platform)
+	if err != nil {
+		return nil, err
 	}
+	if platform != nil {
+		opts = append(opts, lazydisk.WithPlatform(*platform))
+	}
+	return opts, nil
+}
 
-	refOpts := o.reg.refOptions()
-	refOpts.Platform = platform
-	art, err := imageref.Read(ctx, src, refOpts)
-	if err != nil {
-		return err
-	}
-	var conv *convert.Converted
-	switch {
-	case art.Index != nil && platform != nil:
-		img, err := convert.SelectPlatform(art.Index, *platform)
-		if err != nil {
-			return err
-		}
-		conv, err = convert.Image(ctx, img, opts...)
-		if err != nil {
-			return err
-		}
-	case art.Index != nil:
-		conv, err = convert.Index(ctx, art.Index, opts...)
-	case platform != nil && src.Transport != imageref.Disk:
-		if err := convert.CheckPlatform(art.Image, *platform); err != nil {
-			return err
-		}
-		conv, err = convert.Image(ctx, art.Image, opts...)
-	default:
-		conv, err = convert.Image(ctx, art.Image, opts...)
-	}
-	if err != nil {
-		return err
-	}
-	defer conv.Close()
-	if showProgress {
-		fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst)
-	}
-	if err := imageref.Write(ctx, dst, imageref.Artifact{Image: conv.Image, Index: conv.Index}, o.reg.refOptions()); err != nil {
-		return fmt.Errorf("writing %s: %w", dst, err)
-	}
-	out := convertOutput{Destination: dst.String(), Result: conv.Result}
-	if signable(src) && signable(dst) {
-		if keep := keptDigests(art, conv.Result); len(keep) > 0 {
-			n, err := sign.Copy(ctx, src, dst, keep, o.reg.refOptions())
-			if err != nil {
-				return fmt.Errorf("copying the signatures of %s to %s: %w", src, dst, err)
-			}
-			if n.Bundles+n.Legacy > 0 {
-				out.CopiedSignatures = &n
-			}
-		}
-	}
-	if signer != nil {
-		at := dst
-		if dst.Transport == imageref.Docker {
-			at.Name = dst.Name.Context().Digest(conv.Result.Digest.String())
-		}
-		if out.Signed, err = sign.Manifest(ctx, at, signer, o.reg.refOptions(), sign.WithFormat(sf)); err != nil {
-			return fmt.Errorf("signing %s: %w", dst, err)
-		}
-	}
-	if o.digestFile != "" {
-		if err := outfile.WriteFile(ctx, o.digestFile, []byte(conv.Result.Digest.String()+"\n"), 0o666); err != nil {
-			return fmt.Errorf("--digestfile: %w", err)
-		}
-	}
+// print writes the result: JSON on stdout, or the summary on stderr and the
+// digest on stdout.
+func (o *convertOptions) print(cmd *cobra.Command, res *lazydisk.ConvertResult) error {
 	if o.format == "json" {
-		return printJSON(cmd.OutOrStdout(), out)
+		return printJSON(cmd.OutOrStdout(), res)
 	}
-	printSummary(cmd.ErrOrStderr(), dst.String(), conv.Result)
-	if n := out.CopiedSignatures; n != nil {
+	printSummary(cmd.ErrOrStderr(), res.Destination, res.Result)
+	if n := res.CopiedSignatures; n != nil {
 		fmt.Fprintf(cmd.ErrOrStderr(), "copied the source's signatures of the unchanged manifests: %d bundle, %d legacy\n", n.Bundles, n.Legacy)
 	}
-	if out.Signed != nil {
-		printSigned(cmd.ErrOrStderr(), out.Signed)
+	if res.Signed != nil {
+		printSigned(cmd.ErrOrStderr(), res.Signed)
 	}
-	fmt.Fprintln(cmd.OutOrStdout(), conv.Result.Digest)
+	fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 	return nil
-}
-
-// signable reports whether signatures can be attached in r's store.
-func signable(r imageref.Reference) bool {
-	return r.Transport == imageref.Docker || r.Transport == imageref.OCI
-}
-
-// keptDigests returns the digests of the source's manifests that the
-// conversion kept byte for byte: their signatures stay valid at DST.
-func keptDigests(src imageref.Artifact, res convert.Result) []v1.Hash {
-	in := map[v1.Hash]bool{}
-	if src.Image != nil {
-		if h, err := src.Image.Digest(); err == nil {
-			in[h] = true
-		}
-	}
-	if src.Index != nil {
-		if h, err := src.Index.Digest(); err == nil {
-			in[h] = true
-		}
-		if im, err := src.Index.IndexManifest(); err == nil {
-			for _, d := range im.Manifests {
-				in[d.Digest] = true
-			}
-		}
-	}
-	var keep []v1.Hash
-	seen := map[v1.Hash]bool{}
-	for _, h := range append([]v1.Hash{res.Digest}, imageDigests(res)...) {
-		if in[h] && !seen[h] {
-			seen[h] = true
-			keep = append(keep, h)
-		}
-	}
-	return keep
-}
-
-func imageDigests(res convert.Result) []v1.Hash {
-	out := make([]v1.Hash, len(res.Images))
-	for i, img := range res.Images {
-		out[i] = img.Digest
-	}
-	return out
 }
 
 // printSummary tells people what happened to each layer.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/sample"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/internal/validate"
@@ -129,7 +130,11 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 		off = ce.ChunkOffset + ce.ChunkSize
 	}
 	// Read the qcow2 header lazily, as `lazydisk read` does.
-	df, err := disk.Open(ctx, dst)
+	dstRef, err := image.Parse(dst)
+	if err != nil {
+		return err
+	}
+	df, err := disk.Open(ctx, dstRef)
 	if err != nil {
 		return err
 	}

@@ -32,7 +32,7 @@ func (d *diskFlags) addFlags(cmd *cobra.Command) {
 	f.IntVar(&d.concurrency, "concurrency", disk.DefaultConcurrency, "range requests in flight at once")
 	f.BoolVar(&d.skipTOC, "insecure-skip-toc-digest", false, "read a layer that has no TOC digest annotation (its TOC is then not tied to the manifest)")
 	f.StringVar(&d.key, "key", "", "require a valid cosign signature by this public key (cosign.pub) and read what it signed")
-	f.StringVar(&d.sigFormat, "signature-format", string(verify.FormatAny), "with --key, the accepted signature forms: any, bundle or legacy")
+	f.StringVar(&d.sigFormat, "signature-format", string(verify.SignatureAny), "with --key, the accepted signature forms: any, bundle or legacy")
 	_ = cmd.MarkFlagFilename("key", "pub")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"any", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
@@ -52,7 +52,7 @@ func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 	}
 	opts := []disk.Option{
 		disk.WithFile(d.file), disk.WithCacheSize(cacheSize), disk.WithCacheDir(d.cacheDir),
-		disk.WithConcurrency(d.concurrency), disk.WithUserAgent("lazydisk/" + version()),
+		disk.WithConcurrency(d.concurrency),
 	}
 	opts = append(opts, d.reg.diskOptions()...)
 	p, err := parsePlatformFlag(d.platform)
@@ -74,7 +74,7 @@ func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 	if d.skipTOC {
 		return nil, usagef("--key and --insecure-skip-toc-digest cannot be combined: the signature covers the TOC only through its digest annotation")
 	}
-	sf, err := verify.ParseFormat(d.sigFormat)
+	sf, err := verify.ParseSignatureFormat(d.sigFormat)
 	if err != nil {
 		return nil, usagef("--signature-format: %w", err)
 	}
@@ -82,7 +82,11 @@ func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 	if err != nil {
 		return nil, err
 	}
-	return append(opts, disk.WithSignature(v, verify.WithFormat(sf))), nil
+	c, err := verify.NewChecker(v, verify.WithSignatureFormat(sf))
+	if err != nil {
+		return nil, err
+	}
+	return append(opts, disk.WithSignature(c)), nil
 }
 
 // checkStatsFlag checks --stats: empty, text or json.

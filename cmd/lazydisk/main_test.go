@@ -28,6 +28,7 @@ import (
 	"github.com/klauspost/compress/gzip"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/lazydisk/lazydisk"
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/internal/validate"
@@ -236,7 +237,7 @@ func TestConvertDiskToOCI(t *testing.T) {
 	disk, sum := diskFile(t, dir, "vm.qcow2", 3<<20+777, 1)
 	out := filepath.Join(dir, "out")
 	stdout := mustCLI(t, "convert", "--estargz", "--chunk-size", "256K", "--format", "json", "--digestfile", filepath.Join(dir, "digest"), "disk:"+disk, "oci:"+out+":v1")
-	var res convertOutput
+	var res lazydisk.ConvertResult
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("--format json printed %q: %v", stdout, err)
 	}
@@ -560,7 +561,7 @@ func TestConvertZstdChunked(t *testing.T) {
 
 	// A valid zstd:chunked image is kept as it is.
 	again := mustCLI(t, "convert", "--zstd-chunked", "--format", "json", reg.Host+"/vm/fedora:41-zstd", "oci:"+filepath.Join(dir, "kept"))
-	var res convertOutput
+	var res lazydisk.ConvertResult
 	if err := json.Unmarshal([]byte(again), &res); err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
@@ -161,7 +162,11 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return usagef("refusing to write disk bytes to a terminal: use -o FILE, or -o - to insist")
 	}
 	start := time.Now()
-	f, err := disk.Open(ctx, refArg, opts...)
+	ref, err := image.Parse(refArg)
+	if err != nil {
+		return err
+	}
+	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // usageError marks errors in how a command was called (exit code 2).
@@ -62,23 +62,25 @@ func (r *registryOptions) addFlags(cmd *cobra.Command) {
 	cmd.PersistentFlags().BoolVar(&r.insecure, "insecure", false, "skip TLS certificate verification for registries")
 }
 
-func (r *registryOptions) refOptions() imageref.Options {
-	return imageref.Options{PlainHTTP: r.plainHTTP, Insecure: r.insecure, Transport: r.transport, UserAgent: "lazydisk/" + version()}
+// imageOptions are the options for reaching images the flags ask for, with
+// lazydisk's user agent.
+func (r *registryOptions) imageOptions() []image.Option {
+	opts := []image.Option{image.WithUserAgent("lazydisk/" + version())}
+	if r.plainHTTP {
+		opts = append(opts, image.WithPlainHTTP())
+	}
+	if r.insecure {
+		opts = append(opts, image.WithInsecureTLS())
+	}
+	if r.transport != nil {
+		opts = append(opts, image.WithTransport(r.transport))
+	}
+	return opts
 }
 
 // diskOptions are the registry options for disk.Open.
 func (r *registryOptions) diskOptions() []disk.Option {
-	var opts []disk.Option
-	if r.plainHTTP {
-		opts = append(opts, disk.WithPlainHTTP())
-	}
-	if r.insecure {
-		opts = append(opts, disk.WithInsecureTLS())
-	}
-	if r.transport != nil {
-		opts = append(opts, disk.WithTransport(r.transport))
-	}
-	return opts
+	return []disk.Option{disk.WithImageOptions(r.imageOptions()...)}
 }
 
 func newRootCmd() *cobra.Command {
@@ -130,11 +132,11 @@ func exactArgs(n int) cobra.PositionalArgs {
 
 // parseSrcDst parses a command's source and destination references and
 // checks that the destination can be written, before any work is done.
-func parseSrcDst(srcArg, dstArg string) (src, dst imageref.Reference, err error) {
-	if src, err = imageref.Parse(srcArg); err != nil {
+func parseSrcDst(srcArg, dstArg string) (src, dst image.Reference, err error) {
+	if src, err = image.Parse(srcArg); err != nil {
 		return src, dst, usageError{err}
 	}
-	if dst, err = imageref.Parse(dstArg); err != nil {
+	if dst, err = image.Parse(dstArg); err != nil {
 		return src, dst, usageError{err}
 	}
 	if err = dst.CheckWritable(); err != nil {

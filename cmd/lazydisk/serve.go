@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/nbd"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
@@ -135,7 +136,11 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	start := time.Now()
-	f, err := disk.Open(ctx, refArg, opts...)
+	ref, err := image.Parse(refArg)
+	if err != nil {
+		return err
+	}
+	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {
 		return err
 	}

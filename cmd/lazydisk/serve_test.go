@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/clitest"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
@@ -293,7 +294,11 @@ func TestServe(t *testing.T) {
 			}
 
 			// The map has the zero chunks as holes, and data elsewhere.
-			f, err := disk.Open(t.Context(), ref, disk.WithKeychain(authn.NewMultiKeychain()))
+			r, err := image.Parse(ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := disk.Open(t.Context(), r, disk.WithImageOptions(image.WithKeychain(authn.NewMultiKeychain())))
 			if err != nil {
 				t.Fatal(err)
 			}

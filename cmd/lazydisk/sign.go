@@ -13,7 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/sign"
 )
 
@@ -73,7 +73,7 @@ The signed digest is printed on stdout.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.key, "key", "", "cosign private key file (required; password from $COSIGN_PASSWORD or a prompt)")
-	f.StringVar(&o.sigFormat, "signature-format", string(sign.FormatBoth), "signature forms to write: both, bundle (OCI 1.1 referrer) or legacy (sha256-<hex>.sig tag)")
+	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "signature forms to write: both, bundle (OCI 1.1 referrer) or legacy (sha256-<hex>.sig tag)")
 	f.BoolVar(&o.recursive, "recursive", true, "for an index, sign every image and index it lists too")
 	f.StringArrayVarP(&o.annotations, "annotation", "a", nil, "a KEY=VALUE claim to sign along (repeatable), as cosign sign -a")
 	f.StringVar(&o.identity, "identity", "", "the docker-reference legacy signatures claim, checked by podman policies (default: the image's repository; none for oci: layouts)")
@@ -90,7 +90,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err := checkTextOrJSON("format", o.format); err != nil {
 		return err
 	}
-	sf, err := sign.ParseFormat(o.sigFormat)
+	sf, err := sign.ParseSignatureFormat(o.sigFormat)
 	if err != nil {
 		return usagef("--signature-format: %w", err)
 	}
@@ -98,7 +98,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	ref, err := imageref.Parse(refArg)
+	ref, err := image.Parse(refArg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -109,11 +109,12 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	opts := []sign.Option{sign.WithFormat(sf), sign.WithRecursive(o.recursive), sign.WithAnnotations(ann)}
+	opts := []sign.Option{sign.WithSignatureFormat(sf), sign.WithRecursive(o.recursive), sign.WithAnnotations(ann)}
 	if o.identity != "" {
 		opts = append(opts, sign.WithIdentity(o.identity))
 	}
-	res, err := sign.Manifest(ctx, ref, signer, o.reg.refOptions(), opts...)
+	opts = append(opts, sign.WithImageOptions(o.reg.imageOptions()...))
+	res, err := sign.Manifest(ctx, ref, signer, opts...)
 	if err != nil {
 		return err
 	}
@@ -150,7 +151,7 @@ func printSigned(w io.Writer, res *sign.Result) {
 	}
 }
 
-func joinFormats(fs []sign.Format) string {
+func joinFormats(fs []sign.SignatureFormat) string {
 	s := make([]string, len(fs))
 	for i, f := range fs {
 		s[i] = string(f)

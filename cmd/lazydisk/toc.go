@@ -12,9 +12,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
-	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -110,7 +109,7 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	if o.format != "table" && o.format != "json" {
 		return usagef("--format must be table or json, not %q", o.format)
 	}
-	ref, err := imageref.Parse(refArg)
+	ref, err := image.Parse(refArg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -121,15 +120,17 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	if p == nil {
 		p = &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
 	}
-	ropts := o.reg.refOptions()
-	ropts.Platform = p
-	art, err := imageref.Read(ctx, ref, ropts)
+	ropts := o.reg.imageOptions()
+	if p != nil {
+		ropts = append(ropts, image.WithPlatform(*p))
+	}
+	art, err := image.Read(ctx, ref, ropts...)
 	if err != nil {
 		return err
 	}
 	img := art.Image
 	if art.Index != nil {
-		if img, err = convert.SelectPlatform(art.Index, *p); err != nil {
+		if img, err = image.SelectPlatform(art.Index, *p); err != nil {
 			return err
 		}
 	}
@@ -191,7 +192,7 @@ func (o *tocOptions) selectLayers(layers []v1.Descriptor) ([]int, error) {
 }
 
 // readLayer reads one layer's index through range requests.
-func (o *tocOptions) readLayer(ctx context.Context, ref imageref.Reference, ropts imageref.Options, i int, d v1.Descriptor, out *tocOutput) (layerTOC, error) {
+func (o *tocOptions) readLayer(ctx context.Context, ref image.Reference, ropts []image.Option, i int, d v1.Descriptor, out *tocOutput) (layerTOC, error) {
 	l := layerTOC{Index: i, Digest: d.Digest.String(), MediaType: string(d.MediaType), Size: d.Size}
 	b, err := blob.Open(ctx, ref, d, ropts)
 	if err != nil {

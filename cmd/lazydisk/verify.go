@@ -13,7 +13,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	"github.com/spf13/cobra"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/verify"
 )
@@ -100,7 +100,7 @@ Exit status:
 	f := cmd.Flags()
 	f.StringVar(&o.key, "key", "", "cosign public key file (required)")
 	f.BoolVar(&o.deep, "deep", false, "fetch every layer whole and check every chunk, the blob digest and the DiffID")
-	f.StringVar(&o.sigFormat, "signature-format", string(verify.FormatAny), "accepted signature forms: any, bundle or legacy")
+	f.StringVar(&o.sigFormat, "signature-format", string(verify.SignatureAny), "accepted signature forms: any, bundle or legacy")
 	f.StringArrayVarP(&o.annotations, "annotation", "a", nil, "require a signed KEY=VALUE claim (repeatable), as cosign verify -a")
 	f.StringVar(&o.platform, "platform", "", "check only this image of an index (os/arch[/variant]); the index's signature is still checked")
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
@@ -126,7 +126,7 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 	if err := checkTextOrJSON("format", o.format); err != nil {
 		return err
 	}
-	sf, err := verify.ParseFormat(o.sigFormat)
+	sf, err := verify.ParseSignatureFormat(o.sigFormat)
 	if err != nil {
 		return usagef("--signature-format: %w", err)
 	}
@@ -134,26 +134,27 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 	if err != nil {
 		return err
 	}
-	opts := []verify.Option{verify.WithFormat(sf), verify.WithAnnotations(ann), verify.WithDeep(o.deep), verify.WithTempDir(o.tmpDir)}
+	opts := []verify.Option{verify.WithSignatureFormat(sf), verify.WithAnnotations(ann), verify.WithDeep(o.deep), verify.WithTempDir(o.tmpDir)}
 	p, err := parsePlatformFlag(o.platform)
 	if err != nil {
 		return err
 	}
 	if p != nil {
-		opts = append(opts, verify.WithPlatform(p))
+		opts = append(opts, verify.WithPlatform(*p))
 	}
-	ref, err := imageref.Parse(refArg)
+	ref, err := image.Parse(refArg)
 	if err != nil {
 		return usageError{err}
 	}
-	if ref.Transport != imageref.Docker && ref.Transport != imageref.OCI {
+	if ref.Transport != image.Docker && ref.Transport != image.OCI {
 		return usagef("%s: signatures live beside images in registries (docker://) and OCI layouts (oci:); convert it to one first", ref)
 	}
 	v, err := loadVerifier(o.key)
 	if err != nil {
 		return err
 	}
-	rep, err := verify.Image(ctx, ref, v, o.reg.refOptions(), opts...)
+	opts = append(opts, verify.WithImageOptions(o.reg.imageOptions()...))
+	rep, err := verify.Image(ctx, ref, v, opts...)
 	if rep == nil {
 		return err
 	}

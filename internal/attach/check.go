@@ -17,7 +17,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	sigpayload "github.com/sigstore/sigstore/pkg/signature/payload"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // Legacy is one signature of the legacy form: a layer of the image tagged
@@ -38,7 +38,7 @@ type Legacy struct {
 // image tagged SignatureTag(h) (none when there is no such tag).
 func (s *Store) Legacy(ctx context.Context, h v1.Hash) ([]Legacy, error) {
 	art, err := s.Tagged(ctx, SignatureTag(h))
-	if errors.Is(err, imageref.ErrNotFound) {
+	if errors.Is(err, image.ErrNotFound) {
 		return nil, nil
 	}
 	if err != nil {

@@ -17,8 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
 // Manifest is a manifest or index as stored, with the digest of its bytes.
@@ -36,8 +36,8 @@ func (m Manifest) Descriptor() v1.Descriptor {
 // Store reads and writes the manifests and attached artifacts of the
 // repository (docker://) or layout (oci:) a reference points into.
 type Store struct {
-	ref imageref.Reference
-	o   imageref.Options
+	ref image.Reference
+	o   []image.Option
 	// Registry: the repository as the user named it, and as go-containerregistry
 	// is to reach it (scheme policy applied) with its options.
 	repo, remoteRepo name.Repository
@@ -46,54 +46,54 @@ type Store struct {
 
 // Open returns the store ref points into. For registries, ctx is bound to
 // the store and bounds every request it makes; it must outlive the Store.
-func Open(ctx context.Context, ref imageref.Reference, o imageref.Options) (*Store, error) {
+func Open(ctx context.Context, ref image.Reference, o ...image.Option) (*Store, error) {
 	s := &Store{ref: ref, o: o}
 	switch ref.Transport {
-	case imageref.Docker:
-		n, ropts, err := o.Remote(ctx, ref.Name)
+	case image.Docker:
+		n, ropts, err := image.RemoteOptions(ctx, ref.Name, o...)
 		if err != nil {
 			return nil, err
 		}
 		s.repo, s.remoteRepo, s.ropts = ref.Name.Context(), n.Context(), ropts
 		return s, nil
-	case imageref.OCI:
+	case image.OCI:
 		return s, nil
 	}
-	return nil, fmt.Errorf("%s: signatures are stored in registries (docker://) and OCI layouts (oci:) only: %w", ref, imageref.ErrUnsupported)
+	return nil, fmt.Errorf("%s: signatures are stored in registries (docker://) and OCI layouts (oci:) only: %w", ref, image.ErrUnsupported)
 }
 
 // Reference is the reference the store was opened with.
-func (s *Store) Reference() imageref.Reference { return s.ref }
+func (s *Store) Reference() image.Reference { return s.ref }
 
 // At returns a reference to the manifest h in the store: REPO@h for a
 // registry, and for a layout the reference the store was opened with (blobs
 // of a layout are found by digest whatever the tag).
-func (s *Store) At(h v1.Hash) imageref.Reference {
-	if s.ref.Transport == imageref.Docker {
-		return imageref.Reference{Transport: imageref.Docker, Name: s.repo.Digest(h.String())}
+func (s *Store) At(h v1.Hash) image.Reference {
+	if s.ref.Transport == image.Docker {
+		return image.Reference{Transport: image.Docker, Name: s.repo.Digest(h.String())}
 	}
 	return s.ref
 }
 
-func (s *Store) tagged(tag string) imageref.Reference {
-	if s.ref.Transport == imageref.Docker {
-		return imageref.Reference{Transport: imageref.Docker, Name: s.repo.Tag(tag)}
+func (s *Store) tagged(tag string) image.Reference {
+	if s.ref.Transport == image.Docker {
+		return image.Reference{Transport: image.Docker, Name: s.repo.Tag(tag)}
 	}
-	return imageref.Reference{Transport: imageref.OCI, Path: s.ref.Path, Tag: tag}
+	return image.Reference{Transport: image.OCI, Path: s.ref.Path, Tag: tag}
 }
 
 // Resolve returns the manifest or index the store's reference names, with
 // the digest of the bytes received (for a digest reference, checked
 // against it).
 func (s *Store) Resolve(ctx context.Context) (Manifest, error) {
-	if s.ref.Transport == imageref.Docker {
-		n, _, err := s.o.Remote(ctx, s.ref.Name)
+	if s.ref.Transport == image.Docker {
+		n, _, err := image.RemoteOptions(ctx, s.ref.Name, s.o...)
 		if err != nil {
 			return Manifest{}, err
 		}
 		desc, err := remote.Get(n, s.ropts...)
 		if err != nil {
-			return Manifest{}, imageref.RegistryError("reading", s.ref, "", err)
+			return Manifest{}, image.RegistryError("reading", s.ref, "", err)
 		}
 		m := Manifest{Digest: built.SHA256(desc.Manifest), MediaType: desc.MediaType, Raw: desc.Manifest}
 		if d, ok := s.ref.Name.(name.Digest); ok && d.DigestStr() != m.Digest.String() {
@@ -101,7 +101,7 @@ func (s *Store) Resolve(ctx context.Context) (Manifest, error) {
 		}
 		return m, nil
 	}
-	art, err := imageref.Read(ctx, s.ref, s.o)
+	art, err := image.Read(ctx, s.ref, s.o...)
 	if err != nil {
 		return Manifest{}, err
 	}
@@ -127,10 +127,10 @@ func (s *Store) Resolve(ctx context.Context) (Manifest, error) {
 // bytes have that digest.
 func (s *Store) Manifest(ctx context.Context, h v1.Hash) (Manifest, error) {
 	var m Manifest
-	if s.ref.Transport == imageref.Docker {
+	if s.ref.Transport == image.Docker {
 		desc, err := remote.Get(s.remoteRepo.Digest(h.String()), s.ropts...)
 		if err != nil {
-			return Manifest{}, imageref.RegistryError("reading", s.At(h), "", err)
+			return Manifest{}, image.RegistryError("reading", s.At(h), "", err)
 		}
 		m = Manifest{MediaType: desc.MediaType, Raw: desc.Manifest}
 	} else {
@@ -163,18 +163,18 @@ func (s *Store) Blob(ctx context.Context, desc v1.Descriptor, max int64) ([]byte
 		return nil, fmt.Errorf("%s: blob %s is %d bytes, more than the %d expected", s.ref, desc.Digest, desc.Size, max)
 	}
 	var b []byte
-	if s.ref.Transport == imageref.Docker {
+	if s.ref.Transport == image.Docker {
 		l, err := remote.Layer(s.remoteRepo.Digest(desc.Digest.String()), s.ropts...)
 		if err != nil {
-			return nil, imageref.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
+			return nil, image.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
 		}
 		rc, err := l.Compressed()
 		if err != nil {
-			return nil, imageref.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
+			return nil, image.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
 		}
 		defer rc.Close()
 		if b, err = io.ReadAll(io.LimitReader(rc, max+1)); err != nil {
-			return nil, imageref.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
+			return nil, image.RegistryError("reading", s.ref, "blob "+desc.Digest.String(), err)
 		}
 	} else {
 		var err error
@@ -197,7 +197,7 @@ func (s *Store) readLayoutBlob(h v1.Hash, max int64) ([]byte, error) {
 	}
 	f, err := os.Open(filepath.Join(s.ref.Path, "blobs", h.Algorithm, h.Hex))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s has no blob %s: %w", s.ref, h, imageref.ErrNotFound)
+		return nil, fmt.Errorf("%s has no blob %s: %w", s.ref, h, image.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading %s: %w", s.ref, err)
@@ -213,10 +213,10 @@ func (s *Store) readLayoutBlob(h v1.Hash, max int64) ([]byte, error) {
 // Image returns the image with manifest digest h, whose layers are read from
 // the store. Its manifest is checked against h when it is read.
 func (s *Store) Image(ctx context.Context, h v1.Hash) (v1.Image, error) {
-	if s.ref.Transport == imageref.Docker {
+	if s.ref.Transport == image.Docker {
 		img, err := remote.Image(s.remoteRepo.Digest(h.String()), s.ropts...)
 		if err != nil {
-			return nil, imageref.RegistryError("reading", s.At(h), "", err)
+			return nil, image.RegistryError("reading", s.At(h), "", err)
 		}
 		return img, nil
 	}
@@ -275,14 +275,14 @@ func (b *layoutBlob) MediaType() (types.MediaType, error) { return b.desc.MediaT
 func (b *layoutBlob) Compressed() (io.ReadCloser, error)  { return os.Open(b.path) }
 
 // Tagged returns the image tagged tag beside the store's image, or an error
-// matching imageref.ErrNotFound.
-func (s *Store) Tagged(ctx context.Context, tag string) (imageref.Artifact, error) {
-	return imageref.Read(ctx, s.tagged(tag), s.o)
+// matching image.ErrNotFound.
+func (s *Store) Tagged(ctx context.Context, tag string) (image.Artifact, error) {
+	return image.Read(ctx, s.tagged(tag), s.o...)
 }
 
 // WriteTagged stores a under tag, replacing what the tag named.
-func (s *Store) WriteTagged(ctx context.Context, tag string, a imageref.Artifact) error {
-	return imageref.Write(ctx, s.tagged(tag), a, s.o)
+func (s *Store) WriteTagged(ctx context.Context, tag string, a image.Artifact) error {
+	return image.Write(ctx, s.tagged(tag), a, s.o...)
 }
 
 // Referrers lists the referrers of the manifest h: from the registry's
@@ -290,14 +290,14 @@ func (s *Store) WriteTagged(ctx context.Context, tag string, a imageref.Artifact
 // is no such index. Entries are not filtered by artifactType, which some
 // registries report wrongly; callers look at each manifest.
 func (s *Store) Referrers(ctx context.Context, h v1.Hash) ([]v1.Descriptor, error) {
-	if s.ref.Transport == imageref.Docker {
+	if s.ref.Transport == image.Docker {
 		idx, err := remote.Referrers(s.remoteRepo.Digest(h.String()), s.ropts...)
 		if err != nil {
-			return nil, imageref.RegistryError("reading", s.At(h), "referrers of "+h.String(), err)
+			return nil, image.RegistryError("reading", s.At(h), "referrers of "+h.String(), err)
 		}
 		im, err := idx.IndexManifest()
 		if err != nil {
-			return nil, imageref.RegistryError("reading", s.At(h), "referrers of "+h.String(), err)
+			return nil, image.RegistryError("reading", s.At(h), "referrers of "+h.String(), err)
 		}
 		return im.Manifests, nil
 	}
@@ -312,7 +312,7 @@ func (s *Store) Referrers(ctx context.Context, h v1.Hash) ([]v1.Descriptor, erro
 // is none.
 func (s *Store) layoutReferrers(ctx context.Context, h v1.Hash) (*v1.IndexManifest, v1.ImageIndex, error) {
 	art, err := s.Tagged(ctx, ReferrersTag(h))
-	if errors.Is(err, imageref.ErrNotFound) {
+	if errors.Is(err, image.ErrNotFound) {
 		return nil, nil, nil
 	}
 	if err != nil {
@@ -345,8 +345,8 @@ func (s *Store) WriteReferrer(ctx context.Context, img v1.Image) error {
 		return errors.New("a referrer manifest needs a subject")
 	}
 	h := built.SHA256(raw)
-	if s.ref.Transport == imageref.Docker {
-		return imageref.Write(ctx, s.At(h), imageref.Artifact{Image: img}, s.o)
+	if s.ref.Transport == image.Docker {
+		return image.Write(ctx, s.At(h), image.Artifact{Image: img}, s.o...)
 	}
 	desc := v1.Descriptor{MediaType: m.MediaType, Digest: h, Size: int64(len(raw)), ArtifactType: m.ArtifactType, Annotations: m.Annotations}
 	if desc.MediaType == "" {
@@ -382,5 +382,5 @@ func (s *Store) WriteReferrer(ctx context.Context, img v1.Image) error {
 	if bx.Manifest, err = json.Marshal(im); err != nil {
 		return err
 	}
-	return s.WriteTagged(ctx, ReferrersTag(m.Subject.Digest), imageref.Artifact{Index: bx})
+	return s.WriteTagged(ctx, ReferrersTag(m.Subject.Digest), image.Artifact{Index: bx})
 }

@@ -15,7 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // Blob is random access to one blob. ReadAt may be called concurrently.
@@ -129,12 +129,12 @@ func WithRetry(p RetryPolicy) Option { return func(o *openOptions) { o.retry = p
 // fetches its bytes with one range request (retried as RetryPolicy says), or
 // an OCI image layout (oci:),
 // whose blob file ReadAt reads. A registry is pinged, with credentials from
-// o as imageref.Read finds them, before Open returns; the blob itself is not
+// o as image.Read finds them, before Open returns; the blob itself is not
 // fetched until it is read.
 //
 // ctx is bound at Open and used by every ReadAt: once it is done, reads in
 // flight and later reads fail with its error. It must outlive the Blob.
-func Open(ctx context.Context, ref imageref.Reference, desc v1.Descriptor, o imageref.Options, opts ...Option) (Blob, error) {
+func Open(ctx context.Context, ref image.Reference, desc v1.Descriptor, o []image.Option, opts ...Option) (Blob, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -143,16 +143,16 @@ func Open(ctx context.Context, ref imageref.Reference, desc v1.Descriptor, o ima
 		return nil, fmt.Errorf("opening a blob of %s: %w", ref, err)
 	}
 	switch ref.Transport {
-	case imageref.Docker:
+	case image.Docker:
 		var oo openOptions
 		for _, opt := range opts {
 			opt(&oo)
 		}
 		return openRegistry(ctx, ref, dgst, desc.Size, o, oo.retry.withDefaults())
-	case imageref.OCI:
+	case image.OCI:
 		return openLayout(ctx, ref, dgst, desc.Size)
 	}
-	return nil, fmt.Errorf("opening blob %s of %s: blobs are read from docker:// and oci: references only: %w", dgst, ref, imageref.ErrUnsupported)
+	return nil, fmt.Errorf("opening blob %s of %s: blobs are read from docker:// and oci: references only: %w", dgst, ref, image.ErrUnsupported)
 }
 
 // checkDescriptor returns desc's digest once it is known to be well formed, so
@@ -170,11 +170,11 @@ func checkDescriptor(desc v1.Descriptor) (digest.Digest, error) {
 
 // openLayout opens DIR/blobs/ALG/HEX of the layout ref names and checks that
 // its size is the descriptor's.
-func openLayout(ctx context.Context, ref imageref.Reference, dgst digest.Digest, size int64) (Blob, error) {
+func openLayout(ctx context.Context, ref image.Reference, dgst digest.Digest, size int64) (Blob, error) {
 	path := filepath.Join(ref.Path, "blobs", dgst.Algorithm().String(), dgst.Encoded())
 	b, err := openFile(ctx, path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s has no blob %s: %w", ref, dgst, imageref.ErrNotFound)
+		return nil, fmt.Errorf("%s has no blob %s: %w", ref, dgst, image.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("opening blob %s of %s: %w", dgst, ref, err)

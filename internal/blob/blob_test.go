@@ -29,8 +29,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -197,7 +197,7 @@ func checkRead(b blob.Blob, data []byte, r read) error {
 
 // writeLayout writes an image whose one layer is data to a new OCI layout
 // and returns the layout's reference and the layer's descriptor.
-func writeLayout(t testing.TB, data []byte) (imageref.Reference, v1.Descriptor) {
+func writeLayout(t testing.TB, data []byte) (image.Reference, v1.Descriptor) {
 	t.Helper()
 	layer := static.NewLayer(data, types.OCILayer)
 	img, err := mutate.AppendLayers(empty.Image, layer)
@@ -205,7 +205,7 @@ func writeLayout(t testing.TB, data []byte) (imageref.Reference, v1.Descriptor) 
 		t.Fatal(err)
 	}
 	ref := mustParse(t, "oci:"+filepath.Join(t.TempDir(), "layout"))
-	if err := imageref.Write(t.Context(), ref, imageref.Artifact{Image: img}, anonymous()); err != nil {
+	if err := image.Write(t.Context(), ref, image.Artifact{Image: img}, anonymous()...); err != nil {
 		t.Fatalf("writing %s: %v", ref, err)
 	}
 	m, err := img.Manifest()
@@ -335,12 +335,12 @@ func TestRegistryErrors(t *testing.T) {
 		status   int // of the *transport.Error it wraps, if any
 		wantRead int
 	}{
-		{repo: "unauth", want: imageref.ErrUnauthorized, wantMsg: []string{"refused credentials for repo unauth/x (401)"}, status: 401},
-		{repo: "denied", want: imageref.ErrUnauthorized, wantMsg: []string{"denied access to repo denied/x (403)"}, status: 403},
+		{repo: "unauth", want: image.ErrUnauthorized, wantMsg: []string{"refused credentials for repo unauth/x (401)"}, status: 401},
+		{repo: "denied", want: image.ErrUnauthorized, wantMsg: []string{"denied access to repo denied/x (403)"}, status: 403},
 		{repo: "missing", desc: func(d v1.Descriptor) v1.Descriptor {
 			d.Digest.Hex = strings.Repeat("0", 64)
 			return d
-		}, want: imageref.ErrNotFound, wantMsg: []string{"has no blob sha256:0000", "repo missing/x (404)"}, status: 404},
+		}, want: image.ErrNotFound, wantMsg: []string{"has no blob sha256:0000", "repo missing/x (404)"}, status: 404},
 		{repo: "broken", wantMsg: []string{"500 Internal Server Error: boom <html> second line</html> xxx", "try again later"}, status: 500},
 		{repo: "norange", want: blob.ErrInvalidResponse, wantMsg: []string{`with Content-Range ""`}},
 		{repo: "badrange", want: blob.ErrInvalidResponse, wantMsg: []string{`range bytes=0-9 with Content-Range "bytes 5-14/*"`}},
@@ -373,7 +373,7 @@ func TestRegistryErrors(t *testing.T) {
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Errorf("error %q is not %v", err, tt.want)
 			}
-			for _, other := range []error{imageref.ErrUnauthorized, imageref.ErrNotFound, blob.ErrInvalidResponse, blob.ErrSizeMismatch, io.EOF} {
+			for _, other := range []error{image.ErrUnauthorized, image.ErrNotFound, blob.ErrInvalidResponse, blob.ErrSizeMismatch, io.EOF} {
 				if other != tt.want && errors.Is(err, other) {
 					t.Errorf("error %q is %v", err, other)
 				}
@@ -461,25 +461,25 @@ func TestRedirect(t *testing.T) {
 		})
 	}))
 	basic := &authn.Basic{Username: user, Password: pass}
-	withAuth := imageref.Options{Keychain: staticKeychain{host: reg.Host, auth: basic}}
+	withAuth := []image.Option{image.WithKeychain(staticKeychain{host: reg.Host, auth: basic})}
 
 	tests := []struct {
 		repo    string
-		o       imageref.Options
+		o       []image.Option
 		want    error
 		wantMsg []string
 	}{
 		{repo: "ok"},
-		{repo: "anonymous", o: anonymous(), want: imageref.ErrUnauthorized, wantMsg: []string{"refused credentials"}},
+		{repo: "anonymous", o: anonymous(), want: image.ErrUnauthorized, wantMsg: []string{"refused credentials"}},
 		{repo: "fail", want: errAny, wantMsg: []string{"500 Internal Server Error: storage broke", "(redirected from registry " + reg.Host + ")"}},
-		{repo: "unsigned", want: imageref.ErrUnauthorized, wantMsg: []string{"403 Forbidden: bad signature", "(redirected from registry " + reg.Host + ")"}},
+		{repo: "unsigned", want: image.ErrUnauthorized, wantMsg: []string{"403 Forbidden: bad signature", "(redirected from registry " + reg.Host + ")"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.repo, func(t *testing.T) {
 			t.Parallel()
 			ref, desc := pushBlob(t, reg, tt.repo+"/x", data, remote.WithAuth(basic))
 			o := withAuth
-			if tt.o.Keychain != nil {
+			if tt.o != nil {
 				o = tt.o
 			}
 			b, err := blob.Open(t.Context(), ref, desc, o)
@@ -534,7 +534,7 @@ func TestContext(t *testing.T) {
 	layoutRef, layoutDesc := writeLayout(t, data)
 	for _, tt := range []struct {
 		name string
-		ref  imageref.Reference
+		ref  image.Reference
 		desc v1.Descriptor
 	}{{"registry", ref, desc}, {"layout", layoutRef, layoutDesc}} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -566,7 +566,7 @@ func TestOpenErrors(t *testing.T) {
 	withSize := func(n int64) v1.Descriptor { d := desc; d.Size = n; return d }
 	tests := []struct {
 		name    string
-		ref     imageref.Reference
+		ref     image.Reference
 		desc    v1.Descriptor
 		want    error // errAny: an error that is no sentinel
 		wantMsg string
@@ -574,11 +574,11 @@ func TestOpenErrors(t *testing.T) {
 		{name: "layout larger", ref: ref, desc: withSize(desc.Size + 1), want: blob.ErrSizeMismatch, wantMsg: "is 1000 bytes, but its descriptor says 1001"},
 		{name: "layout smaller", ref: ref, desc: withSize(desc.Size - 1), want: blob.ErrSizeMismatch, wantMsg: "is 1000 bytes, but its descriptor says 999"},
 		{name: "negative size", ref: ref, desc: withSize(-1), want: errAny, wantMsg: "negative size"},
-		{name: "layout without the blob", ref: ref, desc: v1.Descriptor{Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("1", 64)}, Size: 1}, want: imageref.ErrNotFound, wantMsg: "has no blob sha256:1111"},
-		{name: "no layout", ref: mustParse(t, "oci:"+filepath.Join(t.TempDir(), "none")), desc: desc, want: imageref.ErrNotFound, wantMsg: "has no blob"},
+		{name: "layout without the blob", ref: ref, desc: v1.Descriptor{Digest: v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("1", 64)}, Size: 1}, want: image.ErrNotFound, wantMsg: "has no blob sha256:1111"},
+		{name: "no layout", ref: mustParse(t, "oci:"+filepath.Join(t.TempDir(), "none")), desc: desc, want: image.ErrNotFound, wantMsg: "has no blob"},
 		{name: "path in digest", ref: ref, desc: v1.Descriptor{Digest: v1.Hash{Algorithm: "sha256", Hex: "../../index.json"}, Size: 1}, want: errAny, wantMsg: "is not ALGORITHM:HEX"},
 		{name: "no digest", ref: ref, want: errAny, wantMsg: "is not ALGORITHM:HEX"},
-		{name: "disk reference", ref: mustParse(t, "disk:/x.qcow2"), desc: desc, want: imageref.ErrUnsupported, wantMsg: "docker:// and oci: references only"},
+		{name: "disk reference", ref: mustParse(t, "disk:/x.qcow2"), desc: desc, want: image.ErrUnsupported, wantMsg: "docker:// and oci: references only"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

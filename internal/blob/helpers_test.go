@@ -11,19 +11,19 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
 // anonymous returns options that read no credentials from the machine
 // running the tests.
-func anonymous() imageref.Options {
-	return imageref.Options{Keychain: authn.NewMultiKeychain()}
+func anonymous() []image.Option {
+	return []image.Option{image.WithKeychain(authn.NewMultiKeychain())}
 }
 
-func mustParse(t testing.TB, s string) imageref.Reference {
+func mustParse(t testing.TB, s string) image.Reference {
 	t.Helper()
-	r, err := imageref.Parse(s)
+	r, err := image.Parse(s)
 	if err != nil {
 		t.Fatalf("Parse(%q): %v", s, err)
 	}
@@ -40,7 +40,7 @@ func randomBytes(n int, seed uint64) []byte {
 
 // pushBlob pushes data as a layer blob to repo of reg and returns a reference
 // into repo and the blob's descriptor.
-func pushBlob(t testing.TB, reg *testregistry.Registry, repo string, data []byte, opts ...remote.Option) (imageref.Reference, v1.Descriptor) {
+func pushBlob(t testing.TB, reg *testregistry.Registry, repo string, data []byte, opts ...remote.Option) (image.Reference, v1.Descriptor) {
 	t.Helper()
 	layer := static.NewLayer(data, types.OCILayer)
 	r, err := name.NewRepository(reg.Host + "/" + repo)

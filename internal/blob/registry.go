@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // maxErrorBody is how much of an error response's body is read, for the
@@ -31,7 +31,7 @@ const maxExcerpt = 200
 // registryBlob reads a registry blob with one single-range GET per ReadAt.
 type registryBlob struct {
 	ctx  context.Context
-	ref  imageref.Reference
+	ref  image.Reference
 	what string // "blob sha256:…", for messages
 	url  string // https://HOST/v2/REPO/blobs/DIGEST
 	host string // the registry, as in url
@@ -44,15 +44,15 @@ type registryBlob struct {
 	closed atomic.Bool
 }
 
-func openRegistry(ctx context.Context, ref imageref.Reference, dgst digest.Digest, size int64, o imageref.Options, retry RetryPolicy) (Blob, error) {
-	client, err := o.PullClient(ctx, ref)
+func openRegistry(ctx context.Context, ref image.Reference, dgst digest.Digest, size int64, o []image.Option, retry RetryPolicy) (Blob, error) {
+	client, err := image.PullClient(ctx, ref, o...)
 	if err != nil {
 		return nil, err
 	}
 	repo := ref.Name.Context()
 	// The scheme is a placeholder: PullClient's transport sends requests to
 	// the registry over the scheme it answered the ping on, which is HTTPS
-	// unless imageref allows plain HTTP to it.
+	// unless package image allows plain HTTP to it.
 	u := url.URL{Scheme: "https", Host: repo.RegistryStr(), Path: "/v2/" + repo.RepositoryStr() + "/blobs/" + dgst.String()}
 	return &registryBlob{
 		ctx:    ctx,
@@ -275,7 +275,7 @@ func (b *registryBlob) requestError(err error) error {
 }
 
 // statusError reports a response that is neither 200 nor 206. A 401, 403 or
-// 404 from the registry is reported as imageref reports it for manifests;
+// 404 from the registry is reported as package image reports it for manifests;
 // one from the storage the registry redirected to, or any other status, is
 // reported with the host, the status and an excerpt of the body. The
 // *transport.Error of the response stays reachable with errors.As.
@@ -289,12 +289,12 @@ func (b *registryBlob) statusError(resp *http.Response, body io.Reader, off, las
 	var sentinel error
 	switch code {
 	case http.StatusUnauthorized, http.StatusForbidden:
-		sentinel = imageref.ErrUnauthorized
+		sentinel = image.ErrUnauthorized
 	case http.StatusNotFound:
-		sentinel = imageref.ErrNotFound
+		sentinel = image.ErrNotFound
 	}
 	if sentinel != nil && from == b.host {
-		return imageref.RegistryError("reading", b.ref, b.what, terr)
+		return image.RegistryError("reading", b.ref, b.what, terr)
 	}
 
 	who := from

@@ -29,8 +29,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -66,7 +66,7 @@ var Formats = []string{"gzip", "estargz", "zstd:chunked"}
 // bench/NAME:1, and returns their references by format name. It logs its
 // progress to stderr with the prefix prog.
 func Push(ctx context.Context, prog, diskPath, work, host string) (map[string]string, error) {
-	ropts := imageref.Options{Keychain: authn.NewMultiKeychain()}
+	ropts := []image.Option{image.WithKeychain(authn.NewMultiKeychain())}
 	start := time.Now()
 	tarPath := filepath.Join(work, prog+"-layer.tar.gz")
 	if err := writeTar(diskPath, tarPath); err != nil {
@@ -85,18 +85,18 @@ func Push(ctx context.Context, prog, diskPath, work, host string) (map[string]st
 	refs := map[string]string{}
 	write := func(name string, img v1.Image) error {
 		ref := "docker://" + host + "/bench/" + strings.ReplaceAll(name, ":", "-") + ":1"
-		r, err := imageref.Parse(ref)
+		r, err := image.Parse(ref)
 		if err != nil {
 			return err
 		}
 		refs[name] = ref
-		return imageref.Write(ctx, r, imageref.Artifact{Image: img}, ropts)
+		return image.Write(ctx, r, image.Artifact{Image: img}, ropts...)
 	}
 	if err := write("gzip", img); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(os.Stderr, "%s: pushed the gzip image in %s\n", prog, time.Since(start).Round(time.Second))
-	for _, f := range []convert.Format{convert.FormatEStargz, convert.FormatZstdChunked} {
+	for _, f := range []toc.Format{toc.FormatEStargz, toc.FormatZstdChunked} {
 		start := time.Now()
 		conv, err := convert.Image(ctx, img, convert.WithFormat(f), convert.WithTempDir(work))
 		if err != nil {
@@ -152,7 +152,7 @@ func writeTar(diskPath, tarPath string) error {
 
 // Layer returns the descriptor of the only layer of the image ref names.
 func Layer(ctx context.Context, ref string) (v1.Descriptor, error) {
-	r, err := imageref.Parse(ref)
+	r, err := image.Parse(ref)
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
@@ -170,7 +170,7 @@ func Layer(ctx context.Context, ref string) (v1.Descriptor, error) {
 // BlobURL returns the URL of the image's only layer in its registry, over
 // plain HTTP.
 func BlobURL(ctx context.Context, ref string) (string, error) {
-	r, err := imageref.Parse(ref)
+	r, err := image.Parse(ref)
 	if err != nil {
 		return "", err
 	}
@@ -184,7 +184,7 @@ func BlobURL(ctx context.Context, ref string) (string, error) {
 
 // LayerIndex reads the TOC of the image's only layer.
 func LayerIndex(ctx context.Context, ref string) (*toc.Index, error) {
-	r, err := imageref.Parse(ref)
+	r, err := image.Parse(ref)
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +192,7 @@ func LayerIndex(ctx context.Context, ref string) (*toc.Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := blob.Open(ctx, r, d, imageref.Options{Keychain: authn.NewMultiKeychain()})
+	b, err := blob.Open(ctx, r, d, []image.Option{image.WithKeychain(authn.NewMultiKeychain())})
 	if err != nil {
 		return nil, err
 	}

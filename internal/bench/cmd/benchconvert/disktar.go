@@ -10,17 +10,17 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // diskLayer returns the containerDisk layer that `lazydisk convert
 // disk:PATH` builds, so the benchmark converts exactly what users convert.
 func diskLayer(ctx context.Context, disk string) (v1.Layer, error) {
-	ref, err := imageref.Parse("disk:" + disk)
+	ref, err := image.Parse("disk:" + disk)
 	if err != nil {
 		return nil, err
 	}
-	art, err := imageref.Read(ctx, ref, imageref.Options{})
+	art, err := image.Read(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -41,9 +41,9 @@ import (
 	"github.com/klauspost/compress/gzip"
 
 	"github.com/lazydisk/lazydisk/disk"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
 	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
-	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
 type config struct {
@@ -189,7 +189,7 @@ func baselines(ctx context.Context, ref string, wantSum [32]byte, runs int) (bas
 // gunzips it as one stream and hashes the disk file in the tar.
 func downloadAndDecompress(ctx context.Context, ref string) (int64, [32]byte, error) {
 	var sum [32]byte
-	r, err := imageref.Parse(ref)
+	r, err := image.Parse(ref)
 	if err != nil {
 		return 0, sum, err
 	}
@@ -254,6 +254,10 @@ type coldResult struct {
 // times, and returns the median time and the worst bytes against the bound.
 func coldReads(ctx context.Context, ref string, cfg config) (coldResult, error) {
 	var res coldResult
+	r, err := image.Parse(ref)
+	if err != nil {
+		return res, err
+	}
 	res.bytesOK = true
 	ix, err := benchreg.LayerIndex(ctx, ref)
 	if err != nil {
@@ -264,7 +268,7 @@ func coldReads(ctx context.Context, ref string, cfg config) (coldResult, error) 
 	for range cfg.reads {
 		tr := remote.DefaultTransport.(*http.Transport).Clone()
 		start := time.Now()
-		f, err := disk.Open(ctx, ref, disk.WithKeychain(authn.NewMultiKeychain()), disk.WithTransport(tr), disk.WithCacheSize(0))
+		f, err := disk.Open(ctx, r, disk.WithImageOptions(image.WithKeychain(authn.NewMultiKeychain()), image.WithTransport(tr)), disk.WithCacheSize(0))
 		if err != nil {
 			return res, err
 		}
@@ -303,11 +307,15 @@ type wholeResult struct {
 // its sha256 and returns the median time.
 func wholeReads(ctx context.Context, ref string, wantSum [32]byte, runs int) (wholeResult, error) {
 	var res wholeResult
+	r, err := image.Parse(ref)
+	if err != nil {
+		return res, err
+	}
 	var times []time.Duration
 	for range runs {
 		tr := remote.DefaultTransport.(*http.Transport).Clone()
 		start := time.Now()
-		f, err := disk.Open(ctx, ref, disk.WithKeychain(authn.NewMultiKeychain()), disk.WithTransport(tr))
+		f, err := disk.Open(ctx, r, disk.WithImageOptions(image.WithKeychain(authn.NewMultiKeychain()), image.WithTransport(tr)))
 		if err != nil {
 			return res, err
 		}

@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 func TestDockerArchive(t *testing.T) {
@@ -45,14 +45,14 @@ func TestDockerArchive(t *testing.T) {
 		{ref: "docker-archive:" + multi + ":test/a:v1", want: a},
 		{ref: "docker-archive:" + multi + ":registry.example.com/test/b:v2", want: b},
 		{ref: "docker-archive:" + multi, wantMsg: "holds 2 images; name one"},
-		{ref: "docker-archive:" + multi + ":test/c:v1", wantErr: imageref.ErrNotFound, wantMsg: "has no image test/c:v1"},
-		{ref: "docker-archive:" + filepath.Join(dir, "missing.tar"), wantErr: imageref.ErrNotFound, wantMsg: "does not exist"},
+		{ref: "docker-archive:" + multi + ":test/c:v1", wantErr: image.ErrNotFound, wantMsg: "has no image test/c:v1"},
+		{ref: "docker-archive:" + filepath.Join(dir, "missing.tar"), wantErr: image.ErrNotFound, wantMsg: "does not exist"},
 		{ref: "docker-archive:" + dir, wantMsg: "is not a regular file"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.TrimPrefix(tt.ref, "docker-archive:"+dir), func(t *testing.T) {
 			t.Parallel()
-			got, err := imageref.Read(t.Context(), mustParse(t, tt.ref), anonymous())
+			got, err := image.Read(t.Context(), mustParse(t, tt.ref), anonymous())
 			if tt.want == nil {
 				if err == nil || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) || !strings.Contains(err.Error(), tt.wantMsg) {
 					t.Fatalf("Read(%s) = %v; want %v mentioning %q", tt.ref, err, tt.wantErr, tt.wantMsg)
@@ -99,8 +99,8 @@ func TestSourceOnlyDestinations(t *testing.T) {
 	for _, ref := range []string{"docker-archive:out.tar", "docker-archive:out.tar:x/y:z", "disk:out.qcow2"} {
 		t.Run(ref, func(t *testing.T) {
 			t.Parallel()
-			err := imageref.Write(t.Context(), mustParse(t, ref), imageref.Artifact{Image: randomImage(t)}, anonymous())
-			if !errors.Is(err, imageref.ErrUnsupported) || !strings.Contains(err.Error(), "is only supported as a source") {
+			err := image.Write(t.Context(), mustParse(t, ref), image.Artifact{Image: randomImage(t)}, anonymous())
+			if !errors.Is(err, image.ErrUnsupported) || !strings.Contains(err.Error(), "is only supported as a source") {
 				t.Errorf("Write(%s) = %v; want ErrUnsupported", ref, err)
 			}
 		})
@@ -110,8 +110,8 @@ func TestSourceOnlyDestinations(t *testing.T) {
 func TestWriteArtifactCheck(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "layout")
-	for _, a := range []imageref.Artifact{{}, {Image: randomImage(t), Index: randomIndex(t)}} {
-		if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir), a, anonymous()); err == nil {
+	for _, a := range []image.Artifact{{}, {Image: randomImage(t), Index: randomIndex(t)}} {
+		if err := image.Write(t.Context(), mustParse(t, "oci:"+dir), a, anonymous()); err == nil {
 			t.Errorf("Write of %+v: no error", a)
 		}
 	}

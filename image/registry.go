@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-func readRegistry(ctx context.Context, r Reference, o Options) (Artifact, error) {
+func readRegistry(ctx context.Context, r Reference, o options) (Artifact, error) {
 	ref, opts, err := o.remoteOptions(ctx, r.Name)
 	if err != nil {
 		return Artifact{}, err
@@ -37,7 +37,7 @@ func readRegistry(ctx context.Context, r Reference, o Options) (Artifact, error)
 	}
 }
 
-func writeRegistry(ctx context.Context, r Reference, a Artifact, o Options) error {
+func writeRegistry(ctx context.Context, r Reference, a Artifact, o options) error {
 	ref, opts, err := o.remoteOptions(ctx, r.Name)
 	if err != nil {
 		return err

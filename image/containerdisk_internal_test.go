@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"archive/tar"
@@ -57,7 +57,7 @@ func TestDiskLayerDigestPending(t *testing.T) {
 	if err := os.WriteFile(path, bytes.Repeat([]byte{1}, 4096), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	img, err := newDiskImage(Reference{Transport: Disk, Path: path}, Options{})
+	img, err := newContainerDisk(Reference{Transport: Disk, Path: path}, options{})
 	if err != nil {
 		t.Fatal(err)
 	}

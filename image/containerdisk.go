@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"archive/tar"
@@ -48,7 +48,7 @@ var (
 	_ DigestPending = (*diskLayer)(nil)
 )
 
-func newDiskImage(r Reference, o Options) (*diskImage, error) {
+func newContainerDisk(r Reference, o options) (*diskImage, error) {
 	fi, err := statSource(r)
 	if err != nil {
 		return nil, err
@@ -62,7 +62,7 @@ func newDiskImage(r Reference, o Options) (*diskImage, error) {
 		return nil, fmt.Errorf("reading %s: %w", r, err)
 	}
 	platform := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
-	if p := o.Platform; p != nil {
+	if p := o.platform; p != nil {
 		platform.Variant = p.Variant
 		if p.OS != "" {
 			platform.OS = p.OS

@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"bytes"
@@ -20,7 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -41,7 +41,7 @@ func readIndexJSON(t *testing.T, dir string) map[string]string {
 	}
 	got := map[string]string{}
 	for _, d := range im.Manifests {
-		got[d.Annotations[imageref.AnnotationRefName]] = d.Digest.String()
+		got[d.Annotations[image.AnnotationRefName]] = d.Digest.String()
 	}
 	if len(got) != len(im.Manifests) {
 		t.Errorf("index.json has %d entries for %d tags", len(im.Manifests), len(got))
@@ -53,16 +53,16 @@ func TestLayoutRoundTrip(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name string
-		art  imageref.Artifact
+		art  image.Artifact
 	}{
-		{"image", imageref.Artifact{Image: randomImage(t)}},
-		{"index", imageref.Artifact{Index: randomIndex(t)}},
+		{"image", image.Artifact{Image: randomImage(t)}},
+		{"index", image.Artifact{Index: randomIndex(t)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			dir := filepath.Join(t.TempDir(), "parent", "layout")
-			if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), tt.art, anonymous()); err != nil {
+			if err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), tt.art, anonymous()); err != nil {
 				t.Fatalf("Write: %v", err)
 			}
 			want := artifactDigest(t, tt.art)
@@ -70,7 +70,7 @@ func TestLayoutRoundTrip(t *testing.T) {
 				t.Errorf("index.json = %v, want v1 -> %s", got, want)
 			}
 			for _, ref := range []string{"oci:" + dir + ":v1", "oci:" + dir} {
-				got, err := imageref.Read(t.Context(), mustParse(t, ref), anonymous())
+				got, err := image.Read(t.Context(), mustParse(t, ref), anonymous())
 				if err != nil {
 					t.Fatalf("Read(%s): %v", ref, err)
 				}
@@ -118,12 +118,12 @@ func TestLayoutTags(t *testing.T) {
 		if tag != "" {
 			ref += ":" + tag
 		}
-		if err := imageref.Write(t.Context(), mustParse(t, ref), imageref.Artifact{Image: img}, anonymous()); err != nil {
+		if err := image.Write(t.Context(), mustParse(t, ref), image.Artifact{Image: img}, anonymous()); err != nil {
 			t.Fatalf("Write(%s): %v", ref, err)
 		}
 	}
-	read := func(tag string) (imageref.Artifact, error) {
-		return imageref.Read(t.Context(), mustParse(t, "oci:"+dir+":"+tag), anonymous())
+	read := func(tag string) (image.Artifact, error) {
+		return image.Read(t.Context(), mustParse(t, "oci:"+dir+":"+tag), anonymous())
 	}
 	a, b, c := randomImage(t), randomImage(t), randomImage(t)
 
@@ -158,12 +158,12 @@ func TestLayoutTags(t *testing.T) {
 		t.Fatalf("after untagged writes, index.json = %v, want %v", got, want)
 	}
 
-	_, err := imageref.Read(t.Context(), mustParse(t, "oci:"+dir), anonymous())
+	_, err := image.Read(t.Context(), mustParse(t, "oci:"+dir), anonymous())
 	if err == nil || !strings.Contains(err.Error(), "holds 3 images") || !strings.Contains(err.Error(), "a, b, untagged sha256:") {
 		t.Errorf("Read of an untagged reference to a layout of 3 images: %v", err)
 	}
 	_, err = read("nope")
-	if !errors.Is(err, imageref.ErrNotFound) || !strings.Contains(err.Error(), "tags: a, b") {
+	if !errors.Is(err, image.ErrNotFound) || !strings.Contains(err.Error(), "tags: a, b") {
 		t.Errorf("Read of a missing tag: %v; want ErrNotFound listing the tags", err)
 	}
 }
@@ -201,13 +201,13 @@ func (errReader) Read([]byte) (int, error) { return 0, errors.New("injected read
 
 func TestLayoutWriteFailure(t *testing.T) {
 	t.Parallel()
-	broken := imageref.Artifact{Image: failingImage{randomImage(t)}}
+	broken := image.Artifact{Image: failingImage{randomImage(t)}}
 
 	t.Run("new directory", func(t *testing.T) {
 		t.Parallel()
 		parent := t.TempDir()
 		dir := filepath.Join(parent, "layout")
-		err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), broken, anonymous())
+		err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), broken, anonymous())
 		if err == nil || !strings.Contains(err.Error(), "injected read failure") {
 			t.Fatalf("Write with a failing layer: %v", err)
 		}
@@ -224,7 +224,7 @@ func TestLayoutWriteFailure(t *testing.T) {
 		t.Parallel()
 		dir := filepath.Join(t.TempDir(), "layout")
 		good := randomImage(t)
-		if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), imageref.Artifact{Image: good}, anonymous()); err != nil {
+		if err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), image.Artifact{Image: good}, anonymous()); err != nil {
 			t.Fatal(err)
 		}
 		before, err := os.ReadFile(filepath.Join(dir, "index.json"))
@@ -232,7 +232,7 @@ func TestLayoutWriteFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, tag := range []string{"v1", "v2"} {
-			err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":"+tag), broken, anonymous())
+			err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":"+tag), broken, anonymous())
 			if err == nil {
 				t.Fatalf("Write %s with a failing layer succeeded", tag)
 			}
@@ -244,7 +244,7 @@ func TestLayoutWriteFailure(t *testing.T) {
 		if !bytes.Equal(before, after) {
 			t.Errorf("index.json changed by failed writes:\n%s\n%s", before, after)
 		}
-		got, err := imageref.Read(t.Context(), mustParse(t, "oci:"+dir+":v1"), anonymous())
+		got, err := image.Read(t.Context(), mustParse(t, "oci:"+dir+":v1"), anonymous())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestLayoutWriteFailure(t *testing.T) {
 	t.Run("empty directory", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir), broken, anonymous()); err == nil {
+		if err := image.Write(t.Context(), mustParse(t, "oci:"+dir), broken, anonymous()); err == nil {
 			t.Fatal("Write with a failing layer succeeded")
 		}
 		entries, err := os.ReadDir(dir)
@@ -276,7 +276,7 @@ func TestLayoutWriteFailure(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "layout")
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		err := imageref.Write(ctx, mustParse(t, "oci:"+dir), imageref.Artifact{Image: randomImage(t)}, anonymous())
+		err := image.Write(ctx, mustParse(t, "oci:"+dir), image.Artifact{Image: randomImage(t)}, anonymous())
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("Write with a canceled context: %v", err)
 		}
@@ -288,12 +288,12 @@ func TestLayoutWriteFailure(t *testing.T) {
 
 func TestLayoutDestinations(t *testing.T) {
 	t.Parallel()
-	img := imageref.Artifact{Image: randomImage(t)}
+	img := image.Artifact{Image: randomImage(t)}
 
 	t.Run("empty directory", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir), img, anonymous()); err != nil {
+		if err := image.Write(t.Context(), mustParse(t, "oci:"+dir), img, anonymous()); err != nil {
 			t.Fatal(err)
 		}
 		if got := readIndexJSON(t, dir); !maps.Equal(got, map[string]string{"": digestOf(t, img.Image).String()}) {
@@ -307,7 +307,7 @@ func TestLayoutDestinations(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, "notes.txt"), []byte("mine"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), img, anonymous())
+		err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), img, anonymous())
 		if err == nil || !strings.Contains(err.Error(), "not empty and not an OCI image layout") {
 			t.Fatalf("Write into a non-layout directory: %v", err)
 		}
@@ -326,7 +326,7 @@ func TestLayoutDestinations(t *testing.T) {
 		if err := os.WriteFile(file, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		err := imageref.Write(t.Context(), mustParse(t, "oci:"+file), img, anonymous())
+		err := image.Write(t.Context(), mustParse(t, "oci:"+file), img, anonymous())
 		if err == nil || !strings.Contains(err.Error(), "not a directory") {
 			t.Fatalf("Write onto a file: %v", err)
 		}
@@ -342,13 +342,13 @@ func TestLayoutReadErrors(t *testing.T) {
 		want    error
 		wantMsg string
 	}{
-		{"missing directory", "oci:" + filepath.Join(t.TempDir(), "nope"), imageref.ErrNotFound, "does not exist"},
+		{"missing directory", "oci:" + filepath.Join(t.TempDir(), "nope"), image.ErrNotFound, "does not exist"},
 		{"not a layout", "oci:" + notLayout + ":v1", nil, "is not an OCI image layout"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := imageref.Read(t.Context(), mustParse(t, tt.ref), anonymous())
+			_, err := image.Read(t.Context(), mustParse(t, tt.ref), anonymous())
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("Read(%s) = %v, want %v mentioning %q", tt.ref, err, tt.want, tt.wantMsg)
 			}
@@ -362,15 +362,15 @@ func TestRegistryToLayout(t *testing.T) {
 	reg := testregistry.Start(t)
 	idx := randomIndex(t)
 	src := mustParse(t, reg.Host+"/test/copy:v1")
-	if err := imageref.Write(t.Context(), src, imageref.Artifact{Index: idx}, anonymous()); err != nil {
+	if err := image.Write(t.Context(), src, image.Artifact{Index: idx}, anonymous()); err != nil {
 		t.Fatal(err)
 	}
-	a, err := imageref.Read(t.Context(), src, anonymous())
+	a, err := image.Read(t.Context(), src, anonymous())
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "layout")
-	if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":copy"), a, anonymous()); err != nil {
+	if err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":copy"), a, anonymous()); err != nil {
 		t.Fatal(err)
 	}
 	if got := readIndexJSON(t, dir); !maps.Equal(got, map[string]string{"copy": digestOf(t, idx).String()}) {
@@ -480,13 +480,13 @@ func TestLayoutReadsPendingLayerOnce(t *testing.T) {
 	layer := &lazyLayer{data: bytes.Repeat([]byte("lazydisk"), 1000)}
 	img := lazyImage{layer}
 	dir := filepath.Join(t.TempDir(), "layout")
-	if err := imageref.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), imageref.Artifact{Image: img}, anonymous()); err != nil {
+	if err := image.Write(t.Context(), mustParse(t, "oci:"+dir+":v1"), image.Artifact{Image: img}, anonymous()); err != nil {
 		t.Fatal(err)
 	}
 	if n := layer.reads.Load(); n != 1 {
 		t.Errorf("layer read %d times, want 1", n)
 	}
-	got, err := imageref.Read(t.Context(), mustParse(t, "oci:"+dir+":v1"), anonymous())
+	got, err := image.Read(t.Context(), mustParse(t, "oci:"+dir+":v1"), anonymous())
 	if err != nil {
 		t.Fatal(err)
 	}

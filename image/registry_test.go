@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"errors"
@@ -11,7 +11,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -21,20 +21,20 @@ func TestRegistryRoundTrip(t *testing.T) {
 	tests := []struct {
 		name string
 		ref  string
-		art  imageref.Artifact
+		art  image.Artifact
 	}{
-		{"image", "docker://" + reg.Host + "/test/image:v1", imageref.Artifact{Image: randomImage(t)}},
-		{"bare reference", reg.Host + "/test/bare:v1", imageref.Artifact{Image: randomImage(t)}},
-		{"multi-platform index", "docker://" + reg.Host + "/test/index:v1", imageref.Artifact{Index: randomIndex(t)}},
+		{"image", "docker://" + reg.Host + "/test/image:v1", image.Artifact{Image: randomImage(t)}},
+		{"bare reference", reg.Host + "/test/bare:v1", image.Artifact{Image: randomImage(t)}},
+		{"multi-platform index", "docker://" + reg.Host + "/test/index:v1", image.Artifact{Index: randomIndex(t)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			r := mustParse(t, tt.ref)
-			if err := imageref.Write(t.Context(), r, tt.art, anonymous()); err != nil {
+			if err := image.Write(t.Context(), r, tt.art, anonymous()); err != nil {
 				t.Fatalf("Write: %v", err)
 			}
-			got, err := imageref.Read(t.Context(), r, anonymous())
+			got, err := image.Read(t.Context(), r, anonymous())
 			if err != nil {
 				t.Fatalf("Read: %v", err)
 			}
@@ -45,7 +45,7 @@ func TestRegistryRoundTrip(t *testing.T) {
 				t.Errorf("read digest %s, wrote %s", g, w)
 			}
 			byDigest := mustParse(t, "docker://"+reg.Host+"/"+r.Name.Context().RepositoryStr()+"@"+artifactDigest(t, tt.art).String())
-			if _, err := imageref.Read(t.Context(), byDigest, anonymous()); err != nil {
+			if _, err := image.Read(t.Context(), byDigest, anonymous()); err != nil {
 				t.Errorf("Read by digest: %v", err)
 			}
 		})
@@ -90,11 +90,11 @@ func TestRegistryErrors(t *testing.T) {
 		wantMsg string
 		status  int
 	}{
-		{name: "401 read", ref: "/unauth/x:v1", want: imageref.ErrUnauthorized, wantMsg: "docker login " + reg.Host, status: 401},
-		{name: "401 write", ref: "/unauth/x:v1", write: true, want: imageref.ErrUnauthorized, wantMsg: "refused credentials for repo unauth/x (401)", status: 401},
-		{name: "403 read", ref: "/denied/x:v1", want: imageref.ErrUnauthorized, wantMsg: "denied access to repo denied/x (403)", status: 403},
-		{name: "404 tag", ref: "/missing/x:v1", want: imageref.ErrNotFound, wantMsg: `has no "v1" in repo missing/x (404)`, status: 404},
-		{name: "404 digest", ref: "/missing/x@" + testDigest, want: imageref.ErrNotFound, wantMsg: testDigest, status: 404},
+		{name: "401 read", ref: "/unauth/x:v1", want: image.ErrUnauthorized, wantMsg: "docker login " + reg.Host, status: 401},
+		{name: "401 write", ref: "/unauth/x:v1", write: true, want: image.ErrUnauthorized, wantMsg: "refused credentials for repo unauth/x (401)", status: 401},
+		{name: "403 read", ref: "/denied/x:v1", want: image.ErrUnauthorized, wantMsg: "denied access to repo denied/x (403)", status: 403},
+		{name: "404 tag", ref: "/missing/x:v1", want: image.ErrNotFound, wantMsg: `has no "v1" in repo missing/x (404)`, status: 404},
+		{name: "404 digest", ref: "/missing/x@" + testDigest, want: image.ErrNotFound, wantMsg: testDigest, status: 404},
 		{name: "500 read", ref: "/broken/x:v1", wantMsg: "failed with 500 Internal Server Error: try again later", status: 500},
 	}
 	for _, tt := range tests {
@@ -103,15 +103,15 @@ func TestRegistryErrors(t *testing.T) {
 			r := mustParse(t, "docker://"+reg.Host+tt.ref)
 			var err error
 			if tt.write {
-				err = imageref.Write(t.Context(), r, imageref.Artifact{Image: randomImage(t)}, anonymous())
+				err = image.Write(t.Context(), r, image.Artifact{Image: randomImage(t)}, anonymous())
 			} else {
-				_, err = imageref.Read(t.Context(), r, anonymous())
+				_, err = image.Read(t.Context(), r, anonymous())
 			}
 			if err == nil {
 				t.Fatal("no error")
 			}
 			t.Logf("error: %v", err)
-			for _, sentinel := range []error{imageref.ErrUnauthorized, imageref.ErrNotFound} {
+			for _, sentinel := range []error{image.ErrUnauthorized, image.ErrNotFound} {
 				if errors.Is(err, sentinel) != (sentinel == tt.want) {
 					t.Errorf("errors.Is(%q, %v) = %t", err, sentinel, !(sentinel == tt.want))
 				}
@@ -131,12 +131,12 @@ func TestRegistryErrors(t *testing.T) {
 }
 
 // TestInsecure reads through a TLS proxy with a self-signed certificate:
-// only Options.Insecure lets the read through.
+// only image.WithInsecureTLS lets the read through.
 func TestInsecure(t *testing.T) {
 	t.Parallel()
 	reg := testregistry.Start(t)
 	img := randomImage(t)
-	if err := imageref.Write(t.Context(), mustParse(t, reg.Host+"/test/tls:v1"), imageref.Artifact{Image: img}, anonymous()); err != nil {
+	if err := image.Write(t.Context(), mustParse(t, reg.Host+"/test/tls:v1"), image.Artifact{Image: img}, anonymous()); err != nil {
 		t.Fatal(err)
 	}
 	proxy := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: reg.Host}))
@@ -144,12 +144,10 @@ func TestInsecure(t *testing.T) {
 	host := strings.TrimPrefix(proxy.URL, "https://")
 	r := mustParse(t, host+"/test/tls:v1")
 
-	if _, err := imageref.Read(t.Context(), r, anonymous()); err == nil {
+	if _, err := image.Read(t.Context(), r, anonymous()); err == nil {
 		t.Error("Read through a self-signed TLS proxy succeeded without Insecure")
 	}
-	o := anonymous()
-	o.Insecure = true
-	got, err := imageref.Read(t.Context(), r, o)
+	got, err := image.Read(t.Context(), r, anonymous(), image.WithInsecureTLS())
 	if err != nil {
 		t.Fatalf("Read with Insecure: %v", err)
 	}

@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"context"
@@ -16,39 +16,122 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
 
-// DefaultJobs is how many blobs Read and Write move at once when Options.Jobs
-// is not set.
+// DefaultJobs is how many blobs Read and Write move at once unless WithJobs
+// says otherwise: 4.
 const DefaultJobs = 4
 
-// Options tunes Read and Write. The zero value is ready to use.
-type Options struct {
-	// PlainHTTP allows plain HTTP to any registry. By default only loopback
-	// registries (localhost, 127.0.0.0/8, [::1]) may be spoken to over plain
-	// HTTP; every other host must answer HTTPS, including private addresses
-	// and *.localhost names, which go-containerregistry alone would try over HTTP.
-	PlainHTTP bool
-	// Insecure skips verification of registries' TLS certificates. It needs
-	// Transport to be nil or an *http.Transport, which is cloned.
-	Insecure bool
-	// Platform is the platform written into images built from disk:
-	// references. The default is linux on runtime.GOARCH. Registry indexes
-	// are returned whole whatever Platform says.
-	Platform *v1.Platform
-	// Keychain finds registry credentials. The default is
-	// authn.DefaultKeychain: the Docker config file and its credential helpers.
-	Keychain authn.Keychain
-	// Transport carries registry requests. The default is
-	// remote.DefaultTransport.
-	Transport http.RoundTripper
-	// UserAgent is added to the User-Agent of registry requests.
-	UserAgent string
-	// Jobs is how many blobs move at once. The default is DefaultJobs.
-	Jobs int
+// Option configures Read, Write, PullClient and RemoteOptions. Options are
+// checked together when they are applied: a conflicting or invalid
+// combination is an error there, before any request is made.
+type Option func(*options) error
+
+// options is what the Options set. The zero value, with jobs 0 meaning
+// DefaultJobs, is the default.
+type options struct {
+	plainHTTP bool
+	insecure  bool
+	platform  *v1.Platform
+	keychain  authn.Keychain
+	transport http.RoundTripper
+	userAgent string
+	jobs      int
 }
 
-func (o Options) jobs() int {
-	if o.Jobs > 0 {
-		return o.Jobs
+// WithPlainHTTP allows plain HTTP to any registry. By default only loopback
+// registries (localhost, 127.0.0.0/8, [::1]) may be spoken to over plain
+// HTTP; every other host must answer HTTPS, including private addresses and
+// *.localhost names, which go-containerregistry alone would try over HTTP.
+func WithPlainHTTP() Option {
+	return func(o *options) error { o.plainHTTP = true; return nil }
+}
+
+// WithInsecureTLS skips verification of registries' TLS certificates. It
+// needs the transport (WithTransport) to be an *http.Transport, which is
+// cloned. The default verifies certificates.
+func WithInsecureTLS() Option {
+	return func(o *options) error { o.insecure = true; return nil }
+}
+
+// WithPlatform sets the platform written into images built from disk:
+// references. The default is linux on runtime.GOARCH; an empty OS or
+// architecture keeps the default's. Registry and layout indexes are returned
+// whole whatever the platform (SelectPlatform picks from them).
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error { o.platform = &p; return nil }
+}
+
+// WithKeychain finds registry credentials with k. The default is
+// authn.DefaultKeychain: the Docker config file and its credential helpers.
+func WithKeychain(k authn.Keychain) Option {
+	return func(o *options) error {
+		if k == nil {
+			return errors.New("WithKeychain needs a keychain (authn.Anonymous for none)")
+		}
+		o.keychain = k
+		return nil
+	}
+}
+
+// WithTransport carries registry requests over rt. The default is
+// go-containerregistry's remote.DefaultTransport.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(o *options) error {
+		if rt == nil {
+			return errors.New("WithTransport needs a transport")
+		}
+		o.transport = rt
+		return nil
+	}
+}
+
+// WithUserAgent adds ua to the User-Agent of registry requests. The default
+// adds nothing to go-containerregistry's.
+func WithUserAgent(ua string) Option {
+	return func(o *options) error { o.userAgent = ua; return nil }
+}
+
+// WithJobs sets how many blobs Read and Write move at once. The default is
+// DefaultJobs (4).
+func WithJobs(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("jobs %d: at least 1 blob must move at a time", n)
+		}
+		o.jobs = n
+		return nil
+	}
+}
+
+// makeOptions applies opts and rejects combinations that cannot work, in
+// one place.
+func makeOptions(opts []Option) (options, error) {
+	var o options
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	if o.insecure && o.transport != nil {
+		if _, ok := o.transport.(*http.Transport); !ok {
+			return o, fmt.Errorf("skipping TLS verification needs an *http.Transport, not %T", o.transport)
+		}
+	}
+	return o, nil
+}
+
+// CheckOptions reports whether opts are valid together, so that a caller
+// can refuse them before doing any work.
+func CheckOptions(opts ...Option) error {
+	_, err := makeOptions(opts)
+	return err
+}
+
+func (o options) jobsOrDefault() int {
+	if o.jobs > 0 {
+		return o.jobs
 	}
 	return DefaultJobs
 }
@@ -56,7 +139,7 @@ func (o Options) jobs() int {
 // remoteOptions returns the go-containerregistry options for o and the reference to
 // use for n: loopback registries, and every registry when PlainHTTP is set,
 // are marked insecure so that go-containerregistry falls back to plain HTTP.
-func (o Options) remoteOptions(ctx context.Context, n name.Reference) (name.Reference, []remote.Option, error) {
+func (o options) remoteOptions(ctx context.Context, n name.Reference) (name.Reference, []remote.Option, error) {
 	n, err := o.schemeName(n)
 	if err != nil {
 		return nil, nil, err
@@ -68,29 +151,33 @@ func (o Options) remoteOptions(ctx context.Context, n name.Reference) (name.Refe
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithTransport(rt),
-		remote.WithAuthFromKeychain(o.keychain()),
-		remote.WithJobs(o.jobs()),
+		remote.WithAuthFromKeychain(o.keychainOrDefault()),
+		remote.WithJobs(o.jobsOrDefault()),
 	}
-	if o.UserAgent != "" {
-		opts = append(opts, remote.WithUserAgent(o.UserAgent))
+	if o.userAgent != "" {
+		opts = append(opts, remote.WithUserAgent(o.userAgent))
 	}
 	return n, opts, nil
 }
 
-// Remote returns the reference and go-containerregistry options that Read
-// and Write use for the registry reference n (credentials, the plain-HTTP
-// policy, TLS, user agent, ctx), for packages that make registry calls Read
-// and Write do not, such as listing referrers or reading the tags beside an
-// image. Use the returned reference, not n: it carries the scheme policy.
-func (o Options) Remote(ctx context.Context, n name.Reference) (name.Reference, []remote.Option, error) {
+// RemoteOptions returns the reference and go-containerregistry options that
+// Read and Write use for the registry reference n (credentials, the
+// plain-HTTP policy, TLS, user agent, ctx), for registry calls Read and Write
+// do not make, such as listing referrers or reading the tags beside an image.
+// Use the returned reference, not n: it carries the scheme policy.
+func RemoteOptions(ctx context.Context, n name.Reference, opts ...Option) (name.Reference, []remote.Option, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, nil, err
+	}
 	return o.remoteOptions(ctx, n)
 }
 
 // schemeName returns n, marked insecure when it may be spoken to over plain
 // HTTP (a loopback registry, or any with PlainHTTP), so that
 // go-containerregistry's ping falls back to HTTP for it.
-func (o Options) schemeName(n name.Reference) (name.Reference, error) {
-	if !o.PlainHTTP && !isLoopback(n.Context().RegistryStr()) {
+func (o options) schemeName(n name.Reference) (name.Reference, error) {
+	if !o.plainHTTP && !isLoopback(n.Context().RegistryStr()) {
 		return n, nil
 	}
 	insecure, err := name.ParseReference(n.Name(), name.Insecure)
@@ -100,22 +187,22 @@ func (o Options) schemeName(n name.Reference) (name.Reference, error) {
 	return insecure, nil
 }
 
-func (o Options) keychain() authn.Keychain {
-	if o.Keychain != nil {
-		return o.Keychain
+func (o options) keychainOrDefault() authn.Keychain {
+	if o.keychain != nil {
+		return o.keychain
 	}
 	return authn.DefaultKeychain
 }
 
-// roundTripper returns the transport registry requests go through: o.Transport
-// (or remote.DefaultTransport), without TLS verification when o.Insecure is
+// roundTripper returns the transport registry requests go through: o.transport
+// (or remote.DefaultTransport), without TLS verification when o.insecure is
 // set, behind the guard that refuses plain HTTP to non-loopback hosts.
 //
 // When it had to clone an *http.Transport (for Insecure, or for a private
 // copy of remote.DefaultTransport when private is set) it returns that clone
 // as owned: nothing else uses its connections.
-func (o Options) roundTripper(private bool) (rt http.RoundTripper, owned *http.Transport, err error) {
-	rt = o.Transport
+func (o options) roundTripper(private bool) (rt http.RoundTripper, owned *http.Transport, err error) {
+	rt = o.transport
 	if rt == nil {
 		rt = remote.DefaultTransport
 		if ht, ok := rt.(*http.Transport); ok && private {
@@ -123,7 +210,7 @@ func (o Options) roundTripper(private bool) (rt http.RoundTripper, owned *http.T
 			rt = owned
 		}
 	}
-	if o.Insecure {
+	if o.insecure {
 		ht, ok := rt.(*http.Transport)
 		if !ok {
 			return nil, nil, fmt.Errorf("skipping TLS verification needs an *http.Transport, not %T", rt)
@@ -137,15 +224,15 @@ func (o Options) roundTripper(private bool) (rt http.RoundTripper, owned *http.T
 		owned.TLSClientConfig.InsecureSkipVerify = true
 		rt = owned
 	}
-	return &httpsOnly{next: rt, allowHTTP: o.PlainHTTP}, owned, nil
+	return &httpsOnly{next: rt, allowHTTP: o.plainHTTP}, owned, nil
 }
 
 // PullClient returns an HTTP client with pull access to the repository of
 // the registry reference r, for the requests go-containerregistry has no API
 // for, such as range requests of blobs. It is set up as Read sets up
-// go-containerregistry: credentials from o.Keychain, HTTPS (plain HTTP only
-// where Options.PlainHTTP allows it), TLS verification unless o.Insecure, and
-// o.UserAgent. It does not retry.
+// go-containerregistry: credentials from WithKeychain, HTTPS (plain HTTP only
+// where WithPlainHTTP or a loopback host allows it), TLS verification unless
+// WithInsecureTLS, and WithUserAgent. It does not retry.
 //
 // PullClient pings the registry, and fetches a token if the registry asks for
 // one, within ctx; the client's requests carry their own contexts. Requests
@@ -155,8 +242,12 @@ func (o Options) roundTripper(private bool) (rt http.RoundTripper, owned *http.T
 // address of another host, which go-containerregistry refuses too.
 //
 // The client's CloseIdleConnections closes the connections of the transport
-// PullClient made for it; an Options.Transport stays the caller's to close.
-func (o Options) PullClient(ctx context.Context, r Reference) (*http.Client, error) {
+// PullClient made for it; a WithTransport transport stays the caller's to close.
+func PullClient(ctx context.Context, r Reference, opts ...Option) (*http.Client, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
 	if r.Transport != Docker || r.Name == nil {
 		return nil, fmt.Errorf("%s is not a registry reference: %w", r, ErrUnsupported)
 	}
@@ -169,11 +260,11 @@ func (o Options) PullClient(ctx context.Context, r Reference) (*http.Client, err
 	if err != nil {
 		return nil, err
 	}
-	auth, err := authn.Resolve(ctx, o.keychain(), repo)
+	auth, err := authn.Resolve(ctx, o.keychainOrDefault(), repo)
 	if err != nil {
 		return nil, fmt.Errorf("finding credentials for %s: %w", repo, err)
 	}
-	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(rt, o.UserAgent),
+	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(rt, o.userAgent),
 		[]string{repo.Scope(transport.PullScope)})
 	if err != nil {
 		return nil, registryError("reading", r, err)

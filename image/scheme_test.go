@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"errors"
@@ -8,7 +8,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // recorder is a RoundTripper that makes no connection: it records the scheme
@@ -80,18 +80,19 @@ func TestSchemePolicy(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			rec := &recorder{}
-			o := anonymous()
-			o.Transport = rec
-			o.PlainHTTP = tt.plainHTTP
+			o := []image.Option{anonymous(), image.WithTransport(rec)}
+			if tt.plainHTTP {
+				o = append(o, image.WithPlainHTTP())
+			}
 			r := mustParse(t, tt.ref)
 			var err error
 			switch {
 			case tt.write:
-				err = imageref.Write(t.Context(), r, imageref.Artifact{Image: randomImage(t)}, o)
+				err = image.Write(t.Context(), r, image.Artifact{Image: randomImage(t)}, o...)
 			case tt.pull:
-				_, err = o.PullClient(t.Context(), r)
+				_, err = image.PullClient(t.Context(), r, o...)
 			default:
-				_, err = imageref.Read(t.Context(), r, o)
+				_, err = image.Read(t.Context(), r, o...)
 			}
 			if err == nil {
 				t.Fatal("no error from a transport that fails every request")

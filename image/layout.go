@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"bytes"
@@ -104,7 +104,7 @@ func tagsOf(entries []v1.Descriptor) []string {
 	return tags
 }
 
-func writeLayout(ctx context.Context, r Reference, a Artifact, o Options) error {
+func writeLayout(ctx context.Context, r Reference, a Artifact, o options) error {
 	dir := filepath.Clean(r.Path)
 	fi, err := os.Stat(dir)
 	switch {
@@ -152,7 +152,7 @@ func writeLayout(ctx context.Context, r Reference, a Artifact, o Options) error 
 
 // writeNewLayout builds the layout in a temporary directory beside dir and
 // renames it into place, so dir appears complete or not at all.
-func writeNewLayout(ctx context.Context, r Reference, dir string, a Artifact, o Options) (rerr error) {
+func writeNewLayout(ctx context.Context, r Reference, dir string, a Artifact, o options) (rerr error) {
 	parent := filepath.Dir(dir)
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return fmt.Errorf("writing %s: %w", r, err)
@@ -183,7 +183,7 @@ func writeNewLayout(ctx context.Context, r Reference, dir string, a Artifact, o 
 
 // writeEmptyDir fills an existing empty directory; on failure it removes what
 // it wrote, leaving the directory empty again.
-func writeEmptyDir(ctx context.Context, r Reference, dir string, a Artifact, o Options) error {
+func writeEmptyDir(ctx context.Context, r Reference, dir string, a Artifact, o options) error {
 	if err := fillLayout(ctx, dir, newIndex(), r.Tag, a, o); err != nil {
 		for _, name := range []string{"index.json", "oci-layout", "blobs"} {
 			os.RemoveAll(filepath.Join(dir, name))
@@ -200,8 +200,8 @@ func newIndex() *v1.IndexManifest {
 // fillLayout writes a's blobs into the layout at dir, then oci-layout if
 // missing, then index with a's descriptor in place of the entry for tag (or
 // appended), atomically as dir/index.json.
-func fillLayout(ctx context.Context, dir string, index *v1.IndexManifest, tag string, a Artifact, o Options) error {
-	w := &layoutWriter{dir: dir, jobs: o.jobs(), seen: map[v1.Hash]bool{}}
+func fillLayout(ctx context.Context, dir string, index *v1.IndexManifest, tag string, a Artifact, o options) error {
+	w := &layoutWriter{dir: dir, jobs: o.jobsOrDefault(), seen: map[v1.Hash]bool{}}
 	var desc v1.Descriptor
 	var err error
 	if a.Index != nil {

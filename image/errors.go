@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import "errors"
 
@@ -15,6 +15,9 @@ var (
 	// ErrUnsupported means the reference is valid but the operation is not
 	// available for it, such as writing to a docker-archive: or disk: reference.
 	ErrUnsupported = errors.New("unsupported")
+	// ErrNoPlatform is returned by SelectPlatform and CheckPlatform when
+	// there is no image for the requested platform.
+	ErrNoPlatform = errors.New("platform not found")
 )
 
 // failure is an error whose message is written for the user (one line, with

@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"context"
@@ -31,7 +31,11 @@ func (a Artifact) check() error {
 // Read resolves r to the image or index it names. Registry and layout
 // content is fetched lazily by the returned objects; ctx bounds the requests
 // Read itself makes and, for registries, those the returned objects make later.
-func Read(ctx context.Context, r Reference, o Options) (Artifact, error) {
+func Read(ctx context.Context, r Reference, opts ...Option) (Artifact, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return Artifact{}, err
+	}
 	if err := ctx.Err(); err != nil {
 		return Artifact{}, err
 	}
@@ -43,7 +47,7 @@ func Read(ctx context.Context, r Reference, o Options) (Artifact, error) {
 	case DockerArchive:
 		return readArchive(r)
 	case Disk:
-		img, err := newDiskImage(r, o)
+		img, err := newContainerDisk(r, o)
 		if err != nil {
 			return Artifact{}, err
 		}
@@ -66,7 +70,11 @@ func Read(ctx context.Context, r Reference, o Options) (Artifact, error) {
 // filled and emptied again on failure; any other existing DIR is refused.
 // Layers that implement DigestPending are streamed before their digest is
 // asked for, so their content is read once.
-func Write(ctx context.Context, r Reference, a Artifact, o Options) error {
+func Write(ctx context.Context, r Reference, a Artifact, opts ...Option) error {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return err
+	}
 	if err := a.check(); err != nil {
 		return fmt.Errorf("writing %s: %w", r, err)
 	}

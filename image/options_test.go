@@ -1,4 +1,4 @@
-package imageref
+package image
 
 import (
 	"errors"
@@ -84,7 +84,7 @@ func TestHTTPSOnly(t *testing.T) {
 
 func TestRoundTripperInsecure(t *testing.T) {
 	t.Parallel()
-	rt, owned, err := Options{Insecure: true}.roundTripper(false)
+	rt, owned, err := options{insecure: true}.roundTripper(false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +102,7 @@ func TestRoundTripperInsecure(t *testing.T) {
 		t.Errorf("remote.DefaultTransport skips TLS verification")
 	}
 
-	if _, _, err := (Options{Insecure: true, Transport: &countingTransport{}}).roundTripper(false); err == nil {
+	if _, _, err := (options{insecure: true, transport: &countingTransport{}}).roundTripper(false); err == nil {
 		t.Errorf("Insecure with a non-*http.Transport: no error")
 	}
 }
@@ -114,14 +114,14 @@ func TestRoundTripperPrivate(t *testing.T) {
 	own := &http.Transport{}
 	tests := []struct {
 		name      string
-		o         Options
+		o         options
 		private   bool
 		wantOwned bool
 	}{
 		{name: "shared default", wantOwned: false},
 		{name: "private default", private: true, wantOwned: true},
-		{name: "caller's transport", o: Options{Transport: own}, private: true, wantOwned: false},
-		{name: "caller's transport, insecure", o: Options{Transport: own, Insecure: true}, private: true, wantOwned: true},
+		{name: "caller's transport", o: options{transport: own}, private: true, wantOwned: false},
+		{name: "caller's transport, insecure", o: options{transport: own, insecure: true}, private: true, wantOwned: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,9 +137,9 @@ func TestRoundTripperPrivate(t *testing.T) {
 			switch {
 			case owned != nil && next != owned:
 				t.Errorf("sends through %v, not the clone it returned", next)
-			case owned == nil && tt.o.Transport == nil && next != remote.DefaultTransport:
+			case owned == nil && tt.o.transport == nil && next != remote.DefaultTransport:
 				t.Errorf("sends through %v, want remote.DefaultTransport", next)
-			case owned == nil && tt.o.Transport != nil && next != tt.o.Transport:
+			case owned == nil && tt.o.transport != nil && next != tt.o.transport:
 				t.Errorf("sends through %v, want the caller's transport", next)
 			case owned != nil && (owned == remote.DefaultTransport || owned == own):
 				t.Errorf("the owned transport is a shared one")
@@ -184,6 +184,37 @@ func TestCheckRedirect(t *testing.T) {
 			}
 			if err := checkRedirect(to, via); (err == nil) != tt.ok {
 				t.Errorf("checkRedirect(%s -> %s, %d hops) = %v, want allowed: %t", tt.from, tt.to, len(via), err, tt.ok)
+			}
+		})
+	}
+}
+
+// TestMakeOptions checks that invalid and conflicting options are rejected
+// where they are applied, before any request.
+func TestMakeOptions(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		opts []Option
+		ok   bool
+	}{
+		{name: "none", ok: true},
+		{name: "insecure with the default transport", opts: []Option{WithInsecureTLS()}, ok: true},
+		{name: "insecure with an *http.Transport", opts: []Option{WithTransport(&http.Transport{}), WithInsecureTLS()}, ok: true},
+		{name: "insecure with another transport", opts: []Option{WithInsecureTLS(), WithTransport(&countingTransport{})}},
+		{name: "no jobs", opts: []Option{WithJobs(0)}},
+		{name: "nil keychain", opts: []Option{WithKeychain(nil)}},
+		{name: "nil transport", opts: []Option{WithTransport(nil)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := makeOptions(tt.opts)
+			if (err == nil) != tt.ok {
+				t.Errorf("makeOptions: %v, want ok %t", err, tt.ok)
+			}
+			if err := CheckOptions(tt.opts...); (err == nil) != tt.ok {
+				t.Errorf("CheckOptions: %v, want ok %t", err, tt.ok)
 			}
 		})
 	}

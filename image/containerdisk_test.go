@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"archive/tar"
@@ -16,7 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -32,9 +32,9 @@ func writeDisk(t testing.TB, base string, size int) (string, []byte) {
 	return path, data
 }
 
-func readDisk(t testing.TB, path string, o imageref.Options) v1.Image {
+func readDisk(t testing.TB, path string, o ...image.Option) v1.Image {
 	t.Helper()
-	a, err := imageref.Read(t.Context(), mustParse(t, "disk:"+path), o)
+	a, err := image.Read(t.Context(), mustParse(t, "disk:"+path), o...)
 	if err != nil {
 		t.Fatalf("Read(disk:%s): %v", path, err)
 	}
@@ -159,16 +159,15 @@ func TestDiskImage(t *testing.T) {
 func TestDiskPlatform(t *testing.T) {
 	t.Parallel()
 	path, _ := writeDisk(t, "disk.img", 100)
-	o := anonymous()
-	o.Platform = &v1.Platform{Architecture: "arm64", Variant: "v8"}
-	cfg, err := readDisk(t, path, o).ConfigFile()
+	o := []image.Option{anonymous(), image.WithPlatform(v1.Platform{Architecture: "arm64", Variant: "v8"})}
+	cfg, err := readDisk(t, path, o...).ConfigFile()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.OS != "linux" || cfg.Architecture != "arm64" || cfg.Variant != "v8" {
 		t.Errorf("config platform %s/%s/%s, want linux/arm64/v8", cfg.OS, cfg.Architecture, cfg.Variant)
 	}
-	if d1, d2 := digestOf(t, readDisk(t, path, o)), digestOf(t, readDisk(t, path, anonymous())); runtime.GOARCH != "arm64" && d1 == d2 {
+	if d1, d2 := digestOf(t, readDisk(t, path, o...)), digestOf(t, readDisk(t, path, anonymous())); runtime.GOARCH != "arm64" && d1 == d2 {
 		t.Errorf("images for two platforms have the same digest %s", d1)
 	}
 }
@@ -181,14 +180,14 @@ func TestDiskErrors(t *testing.T) {
 		want    error
 		wantMsg string
 	}{
-		{filepath.Join(dir, "missing.qcow2"), imageref.ErrNotFound, "does not exist"},
+		{filepath.Join(dir, "missing.qcow2"), image.ErrNotFound, "does not exist"},
 		{dir, nil, "disk:" + dir + " is not a regular file"},
 		{os.DevNull, nil, "disk:" + os.DevNull + " is not a regular file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
 			t.Parallel()
-			_, err := imageref.Read(t.Context(), mustParse(t, "disk:"+tt.path), anonymous())
+			_, err := image.Read(t.Context(), mustParse(t, "disk:"+tt.path), anonymous())
 			if err == nil || (tt.want != nil && !errors.Is(err, tt.want)) || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("Read(disk:%s) = %v; want %v saying %q", tt.path, err, tt.want, tt.wantMsg)
 			}
@@ -236,7 +235,7 @@ func TestDiskSourceDateEpoch(t *testing.T) {
 	}
 
 	t.Setenv("SOURCE_DATE_EPOCH", "yesterday")
-	if _, err := imageref.Read(t.Context(), mustParse(t, "disk:"+path), anonymous()); err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
+	if _, err := image.Read(t.Context(), mustParse(t, "disk:"+path), anonymous()); err == nil || !strings.Contains(err.Error(), "SOURCE_DATE_EPOCH") {
 		t.Errorf("Read with a bad SOURCE_DATE_EPOCH: %v", err)
 	}
 }
@@ -256,10 +255,10 @@ func TestDiskDestinations(t *testing.T) {
 			t.Parallel()
 			img := readDisk(t, path, anonymous())
 			r := mustParse(t, ref)
-			if err := imageref.Write(t.Context(), r, imageref.Artifact{Image: img}, anonymous()); err != nil {
+			if err := image.Write(t.Context(), r, image.Artifact{Image: img}, anonymous()); err != nil {
 				t.Fatalf("Write: %v", err)
 			}
-			got, err := imageref.Read(t.Context(), r, anonymous())
+			got, err := image.Read(t.Context(), r, anonymous())
 			if err != nil {
 				t.Fatalf("Read: %v", err)
 			}

@@ -1,4 +1,4 @@
-package imageref_test
+package image_test
 
 import (
 	"bytes"
@@ -10,18 +10,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
-	"github.com/lazydisk/lazydisk/internal/imageref"
+	"github.com/lazydisk/lazydisk/image"
 )
 
 // anonymous returns options that read no credentials from the machine
 // running the tests.
-func anonymous() imageref.Options {
-	return imageref.Options{Keychain: authn.NewMultiKeychain()}
+func anonymous() image.Option {
+	return image.WithKeychain(authn.NewMultiKeychain())
 }
 
-func mustParse(t testing.TB, s string) imageref.Reference {
+func mustParse(t testing.TB, s string) image.Reference {
 	t.Helper()
-	r, err := imageref.Parse(s)
+	r, err := image.Parse(s)
 	if err != nil {
 		t.Fatalf("Parse(%q): %v", s, err)
 	}
@@ -69,7 +69,7 @@ func digestOf(t testing.TB, d interface{ Digest() (v1.Hash, error) }) v1.Hash {
 }
 
 // artifactDigest returns the digest of whichever of a's fields is set.
-func artifactDigest(t testing.TB, a imageref.Artifact) v1.Hash {
+func artifactDigest(t testing.TB, a image.Artifact) v1.Hash {
 	t.Helper()
 	if (a.Image == nil) == (a.Index == nil) {
 		t.Fatalf("artifact has Image %v and Index %v; want exactly one", a.Image, a.Index)

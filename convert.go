@@ -1,0 +1,167 @@
+package lazydisk
+
+import (
+	"context"
+	"fmt"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/sign"
+)
+
+// ConvertResult says what Convert did. Its JSON form is what
+// `lazydisk convert --format json` prints.
+type ConvertResult struct {
+	// Destination is the reference written.
+	Destination string `json:"destination"`
+	// Result is the conversion: the digest written, and per image and
+	// layer what was converted or kept.
+	convert.Result
+	// CopiedSignatures counts the source's signatures copied to the
+	// destination; nil when none was.
+	CopiedSignatures *sign.Copied `json:"copiedSignatures,omitempty"`
+	// Signed is what WithSigner signed; nil without it.
+	Signed *sign.Result `json:"signed,omitempty"`
+}
+
+// Convert converts the image or index src names into seekable layers and
+// writes the result to dst, as `lazydisk convert SRC DST` does: it reads src
+// (for an index, every image, or the one WithPlatform picks), converts every
+// filesystem layer (convert.Image, convert.Index), writes the result to dst
+// (blobs first, the manifest or index last), copies the signatures of the
+// source's manifests that the conversion kept byte for byte
+// (WithCopySignatures), and signs the result with WithSigner.
+//
+// dst must be a registry or an OCI layout; it is checked before anything is
+// read. Errors name the step that failed ("writing DST", "copying the
+// signatures of SRC to DST", "signing DST") and wrap the cause, so that
+// errors.Is finds image's, convert's and sign's sentinels.
+func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*ConvertResult, error) {
+	o, err := makeOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := dst.CheckWritable(); err != nil {
+		return nil, err
+	}
+	readOpts := o.image
+	if o.platform != nil {
+		readOpts = append(readOpts[:len(readOpts):len(readOpts)], image.WithPlatform(*o.platform))
+	}
+	art, err := image.Read(ctx, src, readOpts...)
+	if err != nil {
+		return nil, err
+	}
+	conv, err := o.convertArtifact(ctx, src, art)
+	if err != nil {
+		return nil, err
+	}
+	defer conv.Close()
+	if o.onWrite != nil {
+		o.onWrite()
+	}
+	if err := image.Write(ctx, dst, image.Artifact{Image: conv.Image, Index: conv.Index}, o.image...); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", dst, err)
+	}
+	res := &ConvertResult{Destination: dst.String(), Result: conv.Result}
+	if err := o.signatures(ctx, src, dst, art, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// signatures copies the signatures of src that stay valid at dst and signs
+// the result, as the options ask, noting both in res.
+func (o options) signatures(ctx context.Context, src, dst image.Reference, art image.Artifact, res *ConvertResult) error {
+	if o.copySignatures && signable(src) && signable(dst) {
+		if keep := keptDigests(art, res.Result); len(keep) > 0 {
+			n, err := sign.Copy(ctx, src, dst, keep, sign.WithImageOptions(o.image...))
+			if err != nil {
+				return fmt.Errorf("copying the signatures of %s to %s: %w", src, dst, err)
+			}
+			if n.Bundles+n.Legacy > 0 {
+				res.CopiedSignatures = &n
+			}
+		}
+	}
+	if o.signer == nil {
+		return nil
+	}
+	at := dst
+	if dst.Transport == image.Docker {
+		at.Name = dst.Name.Context().Digest(res.Digest.String())
+	}
+	signOpts := append([]sign.Option{sign.WithImageOptions(o.image...)}, o.sign...)
+	signed, err := sign.Manifest(ctx, at, o.signer, signOpts...)
+	if err != nil {
+		return fmt.Errorf("signing %s: %w", dst, err)
+	}
+	res.Signed = signed
+	return nil
+}
+
+// convertArtifact converts what src held: an index whole, or the image of
+// it for the chosen platform, or an image (checked against the platform,
+// unless it was built from a disk: file for that platform).
+func (o options) convertArtifact(ctx context.Context, src image.Reference, art image.Artifact) (*convert.Converted, error) {
+	switch {
+	case art.Index != nil && o.platform != nil:
+		img, err := image.SelectPlatform(art.Index, *o.platform)
+		if err != nil {
+			return nil, err
+		}
+		return convert.Image(ctx, img, o.convert...)
+	case art.Index != nil:
+		return convert.Index(ctx, art.Index, o.convert...)
+	case o.platform != nil && src.Transport != image.Disk:
+		if err := image.CheckPlatform(art.Image, *o.platform); err != nil {
+			return nil, err
+		}
+	}
+	return convert.Image(ctx, art.Image, o.convert...)
+}
+
+// signable reports whether signatures can be attached in r's store.
+func signable(r image.Reference) bool {
+	return r.Transport == image.Docker || r.Transport == image.OCI
+}
+
+// keptDigests returns the digests of the source's manifests that the
+// conversion kept byte for byte: their signatures stay valid at DST.
+func keptDigests(src image.Artifact, res convert.Result) []v1.Hash {
+	in := map[v1.Hash]bool{}
+	if src.Image != nil {
+		if h, err := src.Image.Digest(); err == nil {
+			in[h] = true
+		}
+	}
+	if src.Index != nil {
+		if h, err := src.Index.Digest(); err == nil {
+			in[h] = true
+		}
+		if im, err := src.Index.IndexManifest(); err == nil {
+			for _, d := range im.Manifests {
+				in[d.Digest] = true
+			}
+		}
+	}
+	var keep []v1.Hash
+	seen := map[v1.Hash]bool{}
+	for _, h := range append([]v1.Hash{res.Digest}, imageDigests(res)...) {
+		if in[h] && !seen[h] {
+			seen[h] = true
+			keep = append(keep, h)
+		}
+	}
+	return keep
+}
+
+func imageDigests(res convert.Result) []v1.Hash {
+	out := make([]v1.Hash, len(res.Images))
+	for i, img := range res.Images {
+		out[i] = img.Digest
+	}
+	return out
+}

@@ -1,0 +1,106 @@
+package lazydisk
+
+import (
+	"errors"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/sigstore/sigstore/pkg/signature"
+
+	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/sign"
+)
+
+// Option configures Convert. Invalid or conflicting options make Convert
+// fail before it reads anything.
+type Option func(*options) error
+
+type options struct {
+	convert        []convert.Option
+	image          []image.Option
+	platform       *v1.Platform
+	signer         signature.SignerVerifier
+	sign           []sign.Option
+	copySignatures bool
+	onWrite        func()
+}
+
+// WithConvertOptions adds options for the conversion itself: the format
+// (convert.WithFormat), chunk size, compression level, --force, staging
+// directory and progress callback. The default is convert's defaults:
+// eStargz with 256 KiB chunks.
+func WithConvertOptions(opts ...convert.Option) Option {
+	return func(o *options) error { o.convert = append(o.convert, opts...); return nil }
+}
+
+// WithImageOptions adds options for reaching the source and the destination
+// (credentials, transport, plain HTTP, TLS, user agent), used for reading,
+// writing, copying signatures and signing alike. The default is image.Read's
+// defaults.
+func WithImageOptions(opts ...image.Option) Option {
+	return func(o *options) error { o.image = append(o.image, opts...); return nil }
+}
+
+// WithPlatform converts only the image for p of a multi-platform source,
+// and refuses a single-image source for another platform; for a disk:
+// source, it is the platform of the containerDisk built. The default
+// converts every image of an index, and builds disk: images for linux on
+// this machine's architecture.
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error {
+		if p.OS == "" || p.Architecture == "" {
+			return errors.New("a platform needs an OS and an architecture, such as linux/amd64")
+		}
+		o.platform = &p
+		return nil
+	}
+}
+
+// WithSigner signs the result with s (see sign.LoadPrivateKey), with the
+// sign options opts (sign.WithSignatureFormat and the others), once it is
+// written: the converted image has a new digest that the source's
+// signatures do not cover. The default signs nothing.
+func WithSigner(s signature.SignerVerifier, opts ...sign.Option) Option {
+	return func(o *options) error {
+		if s == nil {
+			return errors.New("WithSigner needs a signer (sign.LoadPrivateKey)")
+		}
+		o.signer, o.sign = s, opts
+		return nil
+	}
+}
+
+// WithCopySignatures sets whether Convert copies the signatures attached
+// to the source's manifests that the conversion kept byte for byte (an image
+// already in the chosen format), which stay valid at the destination. Only
+// registries and OCI layouts hold signatures. The default is true.
+func WithCopySignatures(copy bool) Option {
+	return func(o *options) error { o.copySignatures = copy; return nil }
+}
+
+// WithOnWrite calls f once the conversion is done, before the destination is
+// written (the lazydisk command says "writing DST" then). The default calls
+// nothing.
+func WithOnWrite(f func()) Option {
+	return func(o *options) error { o.onWrite = f; return nil }
+}
+
+// makeOptions applies opts over the defaults and checks them together.
+func makeOptions(opts []Option) (options, error) {
+	o := options{copySignatures: true}
+	for _, opt := range opts {
+		if opt == nil {
+			return o, errors.New("a nil lazydisk.Option")
+		}
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	if err := convert.CheckOptions(o.convert...); err != nil {
+		return o, err
+	}
+	if err := image.CheckOptions(o.image...); err != nil {
+		return o, err
+	}
+	return o, nil
+}
