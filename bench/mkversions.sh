@@ -53,7 +53,7 @@ readonly removed_file_every=90 # every Nth remaining file
 readonly modified_every=25     # every Nth file of at least modified_min bytes
 readonly modified_min=16384
 
-# shellcheck source=internal/bench/disklib.sh
+# shellcheck source=bench/disklib.sh
 source "$(dirname "$0")/disklib.sh"
 require_dirs "${v1_dirs[@]}" "${added_dirs[@]}"
 

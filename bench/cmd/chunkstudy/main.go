@@ -9,7 +9,7 @@
 // It simulates the writer rather than running it: the chunk frames are
 // zstd level 3 EncodeAll calls and the TOC is built in containers/storage's
 // shape, so it needs neither package convert nor a registry. The disks come
-// from internal/bench/mkversions.sh; `bash internal/bench/run.sh
+// from bench/mkversions.sh; `bash bench/run.sh
 // -zstd-chunk-study` builds them and runs this. Tables are Markdown, for
 // docs/zstd-chunking.md.
 package main
@@ -18,7 +18,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"hash/crc32"
 	"io"
 	"os"
@@ -41,7 +41,7 @@ type config struct {
 
 func main() {
 	var cfg config
-	flag.StringVar(&cfg.dir, "versions", ".bench/versions", "directory of the disks that internal/bench/mkversions.sh builds")
+	flag.StringVar(&cfg.dir, "versions", ".bench/versions", "directory of the disks that bench/mkversions.sh builds")
 	flag.IntVar(&cfg.samples, "samples", 2000, "random reads per read size")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random read offsets")
 	flag.IntVar(&cfg.speedRuns, "speed-runs", 2, "timed chunking runs of each chunker on each v1 disk; the best counts")

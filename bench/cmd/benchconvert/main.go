@@ -8,8 +8,8 @@
 //
 // Tables are Markdown, for docs/benchmarks.md and docs/chunk-size.md. The
 // command exits with status 1 when a goal of the benchmark is missed. It
-// does not build the disks: internal/bench/run.sh (make bench) runs
-// internal/bench/mkdisk.sh first.
+// does not build the disks: bench/run.sh (make bench) runs
+// bench/mkdisk.sh first.
 package main
 
 import (
@@ -21,7 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 )
 
 type config struct {

@@ -18,7 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -54,7 +54,7 @@ func openDisks(dir string, samples int, seed uint64) ([]*disk, func(), error) {
 		f, err := os.Open(path)
 		if err != nil {
 			unmap()
-			return nil, nil, fmt.Errorf("%w (run internal/bench/mkversions.sh first)", err)
+			return nil, nil, fmt.Errorf("%w (run bench/mkversions.sh first)", err)
 		}
 		fi, err := f.Stat()
 		if err != nil {

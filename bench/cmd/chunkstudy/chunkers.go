@@ -3,7 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"hash/crc32"
 	"math"
 	"math/bits"

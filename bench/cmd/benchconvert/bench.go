@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"io"
 	"io/fs"
 	"os"
@@ -62,7 +62,7 @@ func runBench(ctx context.Context, w io.Writer, cfg config) error {
 
 	fi, err := os.Stat(cfg.disk)
 	if err != nil {
-		return fmt.Errorf("realistic disk: %w (run internal/bench/mkdisk.sh first)", err)
+		return fmt.Errorf("realistic disk: %w (run bench/mkdisk.sh first)", err)
 	}
 	tarSize, err := makeDiskTar(ctx, tarPath, cfg.disk)
 	if err != nil {
@@ -352,7 +352,7 @@ func wallCell(c *conversion) string {
 func runPeakRSS(ctx context.Context, w io.Writer, cfg config, formatFlag string) (int64, error) {
 	fi, err := os.Stat(cfg.big)
 	if err != nil {
-		return 0, fmt.Errorf("peak-memory disk: %w (run internal/bench/mkdisk.sh first)", err)
+		return 0, fmt.Errorf("peak-memory disk: %w (run bench/mkdisk.sh first)", err)
 	}
 	bin, err := filepath.Abs(cfg.lazydisk)
 	if err != nil {

@@ -2,7 +2,7 @@ package main
 
 import (
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"io"
 	"strings"
 )

@@ -22,7 +22,7 @@
 //     a machine with few cores the copy cannot reach the read's speed.
 //
 // It prints Markdown tables for docs/benchmarks.md and exits 1 when a goal
-// of (a) or (b) is missed. internal/bench/run.sh -serve (part of make bench) runs it.
+// of (a) or (b) is missed. bench/run.sh -serve (part of make bench) runs it.
 package main
 
 import (
@@ -44,8 +44,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchreg"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"github.com/lazydisk/lazydisk/toc"
 )
 
@@ -147,7 +147,7 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 
-	fmt.Println("## Serving a disk over NBD (`make bench`, internal/bench/cmd/benchserve)")
+	fmt.Println("## Serving a disk over NBD (`make bench`, bench/cmd/benchserve)")
 	fmt.Println()
 	benchutil.PrintMachine(os.Stdout)
 	virtual, err := virtualSize(ctx, cfg.disk)

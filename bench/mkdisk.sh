@@ -35,7 +35,7 @@ readonly small_dirs=(usr/bin usr/lib/gcc usr/include usr/sbin)
 readonly big_dirs=(usr/lib/x86_64-linux-gnu usr/lib/llvm-14)
 readonly big_bytes=$((3 << 30))
 
-# shellcheck source=internal/bench/disklib.sh
+# shellcheck source=bench/disklib.sh
 source "$(dirname "$0")/disklib.sh"
 require_dirs "${small_dirs[@]}" "${big_dirs[@]}"
 

@@ -3,24 +3,25 @@
 # the peak-memory check), builds or reuses the test disks with mkdisk.sh and
 # runs benchconvert, passing its arguments on:
 #
-#   bash internal/bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
-#   bash internal/bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
-#   bash internal/bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
-#   bash internal/bench/run.sh -serve         # lazydisk serve vs nbdkit curl+tar+gzip (bin/benchserve;
-#                                             # needs nbdkit: apt-get install nbdkit)
+#   bash bench/run.sh                # eStargz vs estargz.Build, peak RSS (docs/benchmarks.md)
+#   bash bench/run.sh -chunk-study   # chunk-size study (docs/chunk-size.md)
+#   bash bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
+#   bash bench/run.sh -serve         # lazydisk serve vs nbdkit curl+tar+gzip (bin/benchserve;
+#                                    # needs nbdkit: apt-get install nbdkit)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
 # other arguments on (docs/zstd-chunking.md); it needs neither package
 # convert nor bin/lazydisk:
 #
-#   bash internal/bench/run.sh -zstd-chunk-study
+#   bash bench/run.sh -zstd-chunk-study
 #
 # BENCH_CACHE sets the cache directory for disks and scratch files (default
 # .bench in the repository). The exit status is benchconvert's: 1 when a
 # goal is missed.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
+root=$PWD
 
 cache=${BENCH_CACHE:-.bench}
 study=false
@@ -48,14 +49,14 @@ for arg in "$@"; do
 done
 
 if $zstd_study; then
-	go build -o bin/chunkstudy ./internal/bench/cmd/chunkstudy
-	bash internal/bench/mkversions.sh "$cache"
+	go -C bench build -o "$root/bin/chunkstudy" ./cmd/chunkstudy
+	bash bench/mkversions.sh "$cache"
 	exec bin/chunkstudy -versions "$cache/versions" "${rest[@]}"
 fi
 
 if $read; then
-	go build -o bin/benchread ./internal/bench/cmd/benchread
-	bash internal/bench/mkdisk.sh "$cache"
+	go -C bench build -o "$root/bin/benchread" ./cmd/benchread
+	bash bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchread -disk "$cache/disk-3g.img" -work "$cache/work" "${rest[@]}"
 fi
@@ -65,17 +66,17 @@ if $serve; then
 		echo "run.sh: nbdkit is missing; the serve benchmark compares with it: apt-get install nbdkit" >&2
 		exit 2
 	}
-	go build -o bin/benchserve ./internal/bench/cmd/benchserve
+	go -C bench build -o "$root/bin/benchserve" ./cmd/benchserve
 	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
-	bash internal/bench/mkdisk.sh "$cache"
+	bash bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchserve -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
-go build -o bin/benchconvert ./internal/bench/cmd/benchconvert
+go -C bench build -o "$root/bin/benchconvert" ./cmd/benchconvert
 if ! $study; then
 	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
 fi
-bash internal/bench/mkdisk.sh "$cache"
+bash bench/mkdisk.sh "$cache"
 exec bin/benchconvert -disk "$cache/disk-550m.qcow2" -big "$cache/disk-3g.img" \
 	-lazydisk bin/lazydisk -work "$cache/work" "$@"

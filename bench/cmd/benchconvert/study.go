@@ -6,7 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"io"
 	"os"
 	"path/filepath"
@@ -85,7 +85,7 @@ func runStudy(ctx context.Context, w io.Writer, cfg config) error {
 func studyDisk(ctx context.Context, w io.Writer, cfg config, disk string) error {
 	fi, err := os.Stat(disk)
 	if err != nil {
-		return fmt.Errorf("chunk study: %w (run internal/bench/mkdisk.sh first)", err)
+		return fmt.Errorf("chunk study: %w (run bench/mkdisk.sh first)", err)
 	}
 	diskSize := fi.Size()
 	offsets := benchutil.RandomOffsets(diskSize, cfg.samples, cfg.seed)

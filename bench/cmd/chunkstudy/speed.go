@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"io"
 	"os"
 	"time"

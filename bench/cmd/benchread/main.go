@@ -16,7 +16,7 @@
 // Both sides check their bytes: lazydisk verifies every chunk, and the
 // baseline's disk bytes are compared with the file's sha256. It prints
 // Markdown tables for docs/benchmarks.md and exits 1 when a goal is missed.
-// internal/bench/run.sh -read (part of make bench) runs it.
+// bench/run.sh -read (part of make bench) runs it.
 package main
 
 import (
@@ -40,9 +40,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/lazydisk/lazydisk/bench/benchreg"
+	"github.com/lazydisk/lazydisk/bench/benchutil"
 	"github.com/lazydisk/lazydisk/disk"
-	"github.com/lazydisk/lazydisk/internal/bench/benchreg"
-	"github.com/lazydisk/lazydisk/internal/bench/benchutil"
 	"github.com/lazydisk/lazydisk/internal/imageref"
 )
 
@@ -89,7 +89,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	defer stopReg()
 
-	fmt.Println("## Lazy reads from a registry (`make bench`, internal/bench/cmd/benchread)")
+	fmt.Println("## Lazy reads from a registry (`make bench`, bench/cmd/benchread)")
 	fmt.Println()
 	benchutil.PrintMachine(os.Stdout)
 	fmt.Printf("Disk: %s, %s bytes; registry: distribution v3 in-process on 127.0.0.1 (filesystem storage).\n\n", filepath.Base(cfg.disk), benchutil.Commas(fi.Size()))
