@@ -1,0 +1,445 @@
+package toc
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// TOC entry types of zstd:chunked (containers/storage minimal.Type*).
+const (
+	ZstdTypeReg     = "reg"
+	ZstdTypeChunk   = "chunk"
+	ZstdTypeLink    = "hardlink"
+	ZstdTypeChar    = "char"
+	ZstdTypeBlock   = "block"
+	ZstdTypeDir     = "dir"
+	ZstdTypeFifo    = "fifo"
+	ZstdTypeSymlink = "symlink"
+)
+
+var emptyDigest = digest.Canonical.FromBytes(nil)
+
+// DecodeZstdChunkedTOC decodes and checks the uncompressed JSON TOC of a
+// zstd:chunked layer whose chunk data ends at dataEnd (where the TOC's
+// skippable frame starts). It is the one decoder of zstd:chunked TOCs: Read
+// uses it, and so does the whole-blob validator.
+//
+// It accepts no TOC that containers/storage's reader (go.podman.io/storage
+// pkg/chunked: unmarshalToc and the checks of its partial pull) refuses,
+// and it refuses TOCs that two readers could read differently:
+//
+//   - the TOC is one JSON object, with nothing but white space after it;
+//   - keys match case-insensitively by strings.ToLower, as containers/storage
+//     matches them (not by encoding/json's Unicode folding, under which
+//     "ſize" is "size"); unknown keys are skipped, as containers/storage
+//     skips them; a key repeated in the TOC, in an entry or in xattrs is
+//     refused (containers/storage appends a second "entries" array and
+//     keeps the last xattrs object, encoding/json merges them);
+//   - known keys have values of their JSON type, never null (but for
+//     "entries" and "xattrs", null as containers/storage reads it: none); integers are
+//     integers; times are RFC 3339; version is 1; tarSplitDigest, when
+//     present, is a valid digest; at most MaxEntries entries;
+//   - entry types are containers/storage's (reg, chunk, hardlink, symlink,
+//     dir, char, block, fifo); names do not contain ".." and are unique
+//     after cleaning (a chunk entry repeats its file's name exactly);
+//   - a regular file with data has a valid file digest, its data range
+//     [offset, endOffset) lies in the data, and either it is one chunk (no
+//     chunk fields) or the reg entry and the chunk entries after it carry
+//     each chunk's chunkSize, chunkOffset, chunkDigest and chunkType ("" or
+//     "zeros"), contiguous from 0 to the file's size, with non-empty
+//     compressed ranges; an empty file has no data fields and no digest but
+//     that of empty content; other entries have no data fields.
+//
+// Errors wrap ErrInvalid.
+func DecodeZstdChunkedTOC(js []byte, dataEnd int64) (*ZstdChunkedTOC, error) {
+	t, err := decodeZstdChunkedJSON(js)
+	if err != nil {
+		return nil, fmt.Errorf("%w: TOC JSON: %w", ErrInvalid, err)
+	}
+	if err := checkZstdChunkedTOC(t, dataEnd); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return t, nil
+}
+
+func decodeZstdChunkedJSON(js []byte) (*ZstdChunkedTOC, error) {
+	var t ZstdChunkedTOC
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	err := jsonObject(dec, true, false, func(key string) error {
+		switch key {
+		case "version":
+			n, err := jsonInt(dec)
+			t.Version = int(n)
+			return err
+		case "entries":
+			// containers/storage's writer encodes a layer without entries
+			// as null, and its reader reads null as no entries.
+			return jsonArray(dec, true, func() error {
+				if len(t.Entries) >= MaxEntries {
+					return fmt.Errorf("more than %d entries", MaxEntries)
+				}
+				var e ZstdChunkedEntry
+				if err := jsonObject(dec, true, false, func(key string) error { return decodeZstdEntryField(dec, &e, key) }); err != nil {
+					return fmt.Errorf("entry %d: %w", len(t.Entries), err)
+				}
+				t.Entries = append(t.Entries, e)
+				return nil
+			})
+		case "tarsplitdigest":
+			s, err := jsonString(dec)
+			if err != nil {
+				return err
+			}
+			d, err := digest.Parse(s)
+			if err != nil {
+				return fmt.Errorf("%q: %w", s, err)
+			}
+			t.TarSplitDigest = d
+			return nil
+		default:
+			return jsonSkip(dec)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("unexpected data after the TOC object")
+	}
+	return &t, nil
+}
+
+// decodeZstdEntryField decodes the value of an entry's key (lower case).
+func decodeZstdEntryField(dec *json.Decoder, e *ZstdChunkedEntry, key string) error {
+	var s *string
+	var n *int64
+	var tm **time.Time
+	switch key {
+	case "type":
+		s = &e.Type
+	case "name":
+		s = &e.Name
+	case "linkname":
+		s = &e.Linkname
+	case "digest":
+		s = &e.Digest
+	case "chunkdigest":
+		s = &e.ChunkDigest
+	case "chunktype":
+		s = &e.ChunkType
+	case "mode":
+		n = &e.Mode
+	case "size":
+		n = &e.Size
+	case "devmajor":
+		n = &e.Devmajor
+	case "devminor":
+		n = &e.Devminor
+	case "offset":
+		n = &e.Offset
+	case "endoffset":
+		n = &e.EndOffset
+	case "chunksize":
+		n = &e.ChunkSize
+	case "chunkoffset":
+		n = &e.ChunkOffset
+	case "uid", "gid":
+		v, err := jsonInt(dec)
+		if err != nil {
+			return err
+		}
+		if int64(int(v)) != v {
+			return fmt.Errorf("%d does not fit an int", v)
+		}
+		if key == "uid" {
+			e.UID = int(v)
+		} else {
+			e.GID = int(v)
+		}
+		return nil
+	case "modtime":
+		tm = &e.ModTime
+	case "accesstime":
+		tm = &e.AccessTime
+	case "changetime":
+		tm = &e.ChangeTime
+	case "xattrs":
+		// null is no xattrs, as containers/storage reads it.
+		return jsonObject(dec, false, true, func(k string) error {
+			if e.Xattrs == nil {
+				e.Xattrs = map[string]string{}
+			}
+			v, err := jsonString(dec)
+			e.Xattrs[k] = v
+			return err
+		})
+	default:
+		return jsonSkip(dec)
+	}
+	var err error
+	switch {
+	case s != nil:
+		*s, err = jsonString(dec)
+	case n != nil:
+		*n, err = jsonInt(dec)
+	default:
+		var v string
+		if v, err = jsonString(dec); err != nil {
+			return err
+		}
+		t, perr := time.Parse(time.RFC3339, v)
+		if perr != nil {
+			return perr
+		}
+		*tm = &t
+	}
+	return err
+}
+
+// jsonObject reads an object (or null, if nullOK) and calls field for each
+// key, lower-cased when fold is set, with the decoder before the key's
+// value. A key seen twice (after lower-casing) is an error.
+func jsonObject(dec *json.Decoder, fold, nullOK bool, field func(key string) error) error {
+	if null, err := jsonOpen(dec, '{', nullOK); null || err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key := tok.(string) // the decoder checks that object keys are strings
+		if fold {
+			key = strings.ToLower(key)
+		}
+		if seen[key] {
+			return fmt.Errorf("key %q appears twice", tok)
+		}
+		seen[key] = true
+		if err := field(key); err != nil {
+			return fmt.Errorf("%s: %w", tok, err)
+		}
+	}
+	return jsonDelim(dec, '}')
+}
+
+// jsonArray reads an array (or null, if nullOK) and calls elem before
+// each element.
+func jsonArray(dec *json.Decoder, nullOK bool, elem func() error) error {
+	if null, err := jsonOpen(dec, '[', nullOK); null || err != nil {
+		return err
+	}
+	for dec.More() {
+		if err := elem(); err != nil {
+			return err
+		}
+	}
+	return jsonDelim(dec, ']')
+}
+
+// jsonOpen reads the opening delimiter of an object or array, or null if
+// nullOK, and reports whether it read null.
+func jsonOpen(dec *json.Decoder, want json.Delim, nullOK bool) (bool, error) {
+	tok, err := dec.Token()
+	switch {
+	case err != nil:
+		return false, err
+	case tok == nil && nullOK:
+		return true, nil
+	case tok != want:
+		return false, fmt.Errorf("got %s, want %q", jsonTokenString(tok), want)
+	}
+	return false, nil
+}
+
+func jsonDelim(dec *json.Decoder, want json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if tok != want {
+		return fmt.Errorf("got %v, want %q", jsonTokenString(tok), want)
+	}
+	return nil
+}
+
+func jsonString(dec *json.Decoder) (string, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return "", err
+	}
+	s, ok := tok.(string)
+	if !ok {
+		return "", fmt.Errorf("got %s, want a string", jsonTokenString(tok))
+	}
+	return s, nil
+}
+
+func jsonInt(dec *json.Decoder) (int64, error) {
+	tok, err := dec.Token()
+	if err != nil {
+		return 0, err
+	}
+	num, ok := tok.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("got %s, want an integer", jsonTokenString(tok))
+	}
+	n, err := strconv.ParseInt(string(num), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%s is not a 64-bit integer", num)
+	}
+	return n, nil
+}
+
+// jsonSkip reads the next value whatever it is.
+func jsonSkip(dec *json.Decoder) error {
+	var v json.RawMessage
+	return dec.Decode(&v)
+}
+
+func jsonTokenString(tok json.Token) string {
+	switch v := tok.(type) {
+	case nil:
+		return "null"
+	case json.Delim:
+		return strconv.Quote(v.String())
+	case string:
+		return "a string"
+	case json.Number:
+		return "a number"
+	case bool:
+		return "a boolean"
+	}
+	return fmt.Sprintf("%v", tok)
+}
+
+// checkZstdChunkedTOC checks the entries: types, names, the reg/chunk
+// tiling, digests and data ranges.
+func checkZstdChunkedTOC(t *ZstdChunkedTOC, dataEnd int64) error {
+	if t.Version != 1 {
+		return fmt.Errorf("TOC version %d, want 1", t.Version)
+	}
+	names := make(map[string]bool, len(t.Entries))
+	es := t.Entries
+	for i := 0; i < len(es); {
+		e := &es[i]
+		if e.Type != ZstdTypeChunk {
+			if err := checkName(e.Name); err != nil {
+				return fmt.Errorf("TOC entry %d: %w", i, err)
+			}
+			n := cleanName(e.Name)
+			if names[n] {
+				return fmt.Errorf("TOC has two entries for %q", e.Name)
+			}
+			names[n] = true
+		}
+		switch e.Type {
+		case ZstdTypeReg:
+			j := i + 1
+			for j < len(es) && es[j].Type == ZstdTypeChunk {
+				j++
+			}
+			if err := checkZstdChunkedFile(es[i:j], dataEnd); err != nil {
+				return fmt.Errorf("TOC entry %d (%q): %w", i, e.Name, err)
+			}
+			i = j
+		case ZstdTypeChunk:
+			return fmt.Errorf("TOC entry %d is a chunk of %q that does not follow a reg entry", i, e.Name)
+		case ZstdTypeLink, ZstdTypeChar, ZstdTypeBlock, ZstdTypeDir, ZstdTypeFifo, ZstdTypeSymlink:
+			if e.Digest != "" || e.Offset != 0 || e.EndOffset != 0 || e.Size != 0 || hasChunkFields(e) {
+				return fmt.Errorf("TOC entry %d (%s %q) has file data fields", i, e.Type, e.Name)
+			}
+			if e.Type == ZstdTypeLink {
+				if err := checkName(e.Linkname); err != nil {
+					return fmt.Errorf("TOC entry %d (hard link %q): %w", i, e.Name, err)
+				}
+			}
+			i++
+		default:
+			return fmt.Errorf("TOC entry %d (%q) has unknown type %q", i, e.Name, e.Type)
+		}
+	}
+	return nil
+}
+
+func hasChunkFields(e *ZstdChunkedEntry) bool {
+	return e.ChunkSize != 0 || e.ChunkOffset != 0 || e.ChunkDigest != "" || e.ChunkType != ""
+}
+
+// checkZstdChunkedFile checks a reg entry and the chunk entries after it.
+func checkZstdChunkedFile(es []ZstdChunkedEntry, dataEnd int64) error {
+	r := &es[0]
+	if r.Size < 0 {
+		return fmt.Errorf("negative size %d", r.Size)
+	}
+	if r.Size == 0 {
+		if len(es) > 1 || hasChunkFields(r) || r.Offset != 0 || r.EndOffset != 0 {
+			return errors.New("empty file has chunks or a data range")
+		}
+		if r.Digest != "" && r.Digest != emptyDigest.String() {
+			return fmt.Errorf("empty file has digest %s", r.Digest)
+		}
+		return nil
+	}
+	if _, err := digest.Parse(r.Digest); err != nil {
+		return fmt.Errorf("file digest %q: %w", r.Digest, err)
+	}
+	if r.EndOffset > dataEnd {
+		return fmt.Errorf("endOffset %d is past the end of the data at %d", r.EndOffset, dataEnd)
+	}
+	if len(es) == 1 {
+		if hasChunkFields(r) {
+			return errors.New("single-chunk file has chunk fields")
+		}
+		if r.Offset <= 0 || r.EndOffset <= r.Offset {
+			return fmt.Errorf("data range [%d, %d) is empty or misplaced", r.Offset, r.EndOffset)
+		}
+		return nil
+	}
+	var next int64
+	for k := range es {
+		c := &es[k]
+		if c.Name != r.Name {
+			return fmt.Errorf("chunk %d is named %q", k, c.Name)
+		}
+		if c.ChunkOffset != next {
+			return fmt.Errorf("chunk %d starts at file offset %d, want %d (chunks must be contiguous)", k, c.ChunkOffset, next)
+		}
+		if c.ChunkSize <= 0 || c.ChunkSize > r.Size-next {
+			return fmt.Errorf("chunk %d has size %d at file offset %d of %d", k, c.ChunkSize, next, r.Size)
+		}
+		next += c.ChunkSize
+		if _, err := digest.Parse(c.ChunkDigest); err != nil {
+			return fmt.Errorf("chunk %d chunkDigest %q: %w", k, c.ChunkDigest, err)
+		}
+		switch c.ChunkType {
+		case "", ChunkTypeZeros:
+		default:
+			return fmt.Errorf("chunk %d has unknown chunkType %q", k, c.ChunkType)
+		}
+		if k > 0 && (c.Digest != "" || c.EndOffset != 0 || c.Size != 0 || c.Linkname != "") {
+			return fmt.Errorf("chunk %d has file fields", k)
+		}
+		end := r.EndOffset
+		if k+1 < len(es) {
+			end = es[k+1].Offset
+		}
+		if c.Offset <= 0 || end <= c.Offset {
+			return fmt.Errorf("chunk %d's compressed range [%d, %d) is empty or misplaced", k, c.Offset, end)
+		}
+	}
+	if next != r.Size {
+		return fmt.Errorf("chunks cover %d of %d bytes", next, r.Size)
+	}
+	return nil
+}
