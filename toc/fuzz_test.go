@@ -53,7 +53,7 @@ func FuzzParsers(f *testing.F) {
 	f.Add(toc.EStargzFooter(12345), "10:20:30:1")
 	footer, _ := toc.ZstdChunkedFooter{Offset: 1, LengthCompressed: 2, LengthUncompressed: 3, ManifestType: 1}.MarshalBinary()
 	f.Add(footer, "1:2:3")
-	f.Add([]byte(soundTOC), "300:10:20:1")
+	f.Add(tocFiles(f, "sound")["disk"], "300:10:20:1")
 	f.Fuzz(func(t *testing.T, b []byte, pos string) {
 		// A TOC the decoder accepts means the same once encoded again.
 		if tc, err := toc.DecodeZstdChunkedTOC(b, 300); err == nil {

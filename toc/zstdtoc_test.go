@@ -3,6 +3,8 @@ package toc_test
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -32,84 +34,55 @@ func zstdWithTOC(t *testing.T, tocJSON string) ([]byte, map[string]string) {
 	}
 }
 
-const (
-	zero64     = "0000000000000000000000000000000000000000000000000000000000000000"
-	zDigest    = `"digest":"sha256:` + zero64 + `"`
-	zChunkDgst = `"chunkDigest":"sha256:` + zero64 + `"`
-	// soundTOC is a TOC both the old lenient decoder and the strict one
-	// accept: a directory, a two-chunk file, a one-chunk file, an empty
-	// file and a hard link.
-	soundTOC = `{"version":1,"entries":[` +
-		`{"type":"dir","name":"disk/","mode":365},` +
-		`{"type":"reg","name":"disk/a","size":150,` + zDigest + `,"offset":10,"endOffset":200,"chunkSize":100,` + zChunkDgst + `},` +
-		`{"type":"chunk","name":"disk/a","offset":110,"chunkOffset":100,"chunkSize":50,` + zChunkDgst + `,"chunkType":"zeros"},` +
-		`{"type":"reg","name":"disk/b","size":5,` + zDigest + `,"offset":200,"endOffset":290},` +
-		`{"type":"reg","name":"disk/empty"},` +
-		`{"type":"hardlink","name":"disk/h","linkName":"disk/b"}],` +
-		`"tarSplitDigest":"sha256:` + zero64 + `"}`
-)
+// tocDir holds the TOC JSON documents that toc and internal/validate tests
+// share (testdata/zstd-chunked-toc/README.md).
+const tocDir = "../testdata/zstd-chunked-toc"
+
+// tocFiles returns the contents of the files in tocDir/sub, by name.
+func tocFiles(t testing.TB, sub string) map[string][]byte {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(tocDir, sub, "*.json"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no TOCs in %s/%s: %v", tocDir, sub, err)
+	}
+	out := map[string][]byte{}
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(p), ".json")] = b
+	}
+	return out
+}
 
 func TestDecodeZstdChunkedTOC(t *testing.T) {
 	t.Parallel()
-	tc, err := toc.DecodeZstdChunkedTOC([]byte(soundTOC), 300)
+	sound := tocFiles(t, "sound")
+	tc, err := toc.DecodeZstdChunkedTOC(sound["disk"], 300)
 	if err != nil {
-		t.Fatalf("sound TOC: %v", err)
+		t.Fatalf("sound/disk.json: %v", err)
 	}
 	if len(tc.Entries) != 6 || tc.Entries[2].ChunkType != toc.ChunkTypeZeros || tc.Entries[1].Size != 150 || tc.Entries[0].Mode != 365 {
-		t.Errorf("sound TOC decoded as %+v", tc)
+		t.Errorf("sound/disk.json decoded as %+v", tc)
 	}
 
-	tests := []struct {
+	type tocCase struct {
 		name string
-		js   string
+		js   []byte
 		ok   bool
-	}{
-		// Sound.
-		{"null entries, as containers/storage writes an empty layer", `{"version":1,"entries":null}`, true},
-		{"null xattrs", `{"version":1,"entries":[{"type":"dir","name":"a","xattrs":null}]}`, true},
-		{"minimal", `{"version":1,"entries":[],"tarSplitDigest":"sha256:` + zero64 + `"}`, true},
-		{"keys in another case, unknown keys, trailing space", `{"VERSION":1,"Entries":[{"TYPE":"dir","name":"a","future":{"x":[1]}}],"extra":true}` + " \n", true},
-		// Refused by the reader's former decoder (encoding/json) too.
-		{"trailing data", `{"version":1}{}`, false},
-		{"trailing garbage", `{"version":1} x`, false},
-		{"not an object", `[]`, false},
-		{"truncated", `{"version":1,"entries":[`, false},
-		{"string size", `{"version":1,"entries":[{"type":"dir","name":"a","size":"5"}]}`, false},
-		{"fractional mode", `{"version":1,"entries":[{"type":"dir","name":"a","mode":1.5}]}`, false},
-		{"dotdot", `{"version":1,"entries":[{"type":"dir","name":"../a"}]}`, false},
-		{"file with a bad digest", `{"version":1,"entries":[{"type":"reg","name":"a","size":5,"digest":"md5:x","offset":10,"endOffset":20}]}`, false},
-		{"endOffset past the data", `{"version":1,"entries":[{"type":"reg","name":"a","size":5,` + zDigest + `,"offset":10,"endOffset":301}]}`, false},
-		{"dotdot hard link", `{"version":1,"entries":[{"type":"hardlink","name":"a","linkName":"../../etc/shadow"}]}`, false},
-		// Accepted by the reader's former decoder (Read before the strict
-		// one), refused now; the validator refused some of them.
-		{"repeated entries key", `{"entries":[],"entries":[]}`, false},
-		{"closing brace after the TOC", `{"version":1,"entries":[]}}`, false},
-		{"repeated entries key, case folded", `{"version":1,"entries":[],"Entries":[{"type":"dir","name":"a"}]}`, false},
-		{"repeated key in an entry", `{"version":1,"entries":[{"type":"dir","name":"a","name":"b"}]}`, false},
-		{"repeated xattr", `{"version":1,"entries":[{"type":"dir","name":"a","xattrs":{"user.x":"YQ==","user.x":"Yg=="}}]}`, false},
-		{"repeated xattrs key", `{"version":1,"entries":[{"type":"dir","name":"a","xattrs":{"user.x":"YQ=="},"xattrs":{"user.y":"Yg=="}}]}`, false},
-		{"null type", `{"version":1,"entries":[{"type":null,"name":"a"}]}`, false},
-		{"no version", `{"entries":[]}`, false},
-		{"version 2", `{"version":2,"entries":[]}`, false},
-		{"bad tarSplitDigest", `{"version":1,"entries":[],"tarSplitDigest":"sha256:xyz"}`, false},
-		{"unknown type", `{"version":1,"entries":[{"type":"socket","name":"a"}]}`, false},
-		{"empty type", `{"version":1,"entries":[{"name":"a"}]}`, false},
-		{"name and ./name", `{"version":1,"entries":[{"type":"dir","name":"a"},{"type":"dir","name":"./a"}]}`, false},
-		{"file without digest", `{"version":1,"entries":[{"type":"reg","name":"a","size":5,"offset":10,"endOffset":20}]}`, false},
-		{"chunk without chunkDigest", `{"version":1,"entries":[{"type":"reg","name":"a","size":10,` + zDigest + `,"offset":10,"endOffset":30,"chunkSize":5,` + zChunkDgst + `},` +
-			`{"type":"chunk","name":"a","offset":20,"chunkOffset":5,"chunkSize":5}]}`, false},
-		{"chunk entry with its own endOffset", `{"version":1,"entries":[{"type":"reg","name":"a","size":10,` + zDigest + `,"offset":10,"endOffset":30,"chunkSize":5,` + zChunkDgst + `},` +
-			`{"type":"chunk","name":"a","offset":20,"endOffset":290,"chunkOffset":5,"chunkSize":5,` + zChunkDgst + `}]}`, false},
-		{"chunk of another file's name", `{"version":1,"entries":[{"type":"reg","name":"a","size":10,` + zDigest + `,"offset":10,"endOffset":30,"chunkSize":5,` + zChunkDgst + `},` +
-			`{"type":"chunk","name":"./a","offset":20,"chunkOffset":5,"chunkSize":5,` + zChunkDgst + `}]}`, false},
-		{"one-chunk file with chunk fields", `{"version":1,"entries":[{"type":"reg","name":"a","size":5,` + zDigest + `,"offset":10,"endOffset":20,"chunkSize":5}]}`, false},
-		{"symlink with a size", `{"version":1,"entries":[{"type":"symlink","name":"a","linkName":"b","size":4}]}`, false},
-		{"empty file with a digest of data", `{"version":1,"entries":[{"type":"reg","name":"a",` + zDigest + `}]}`, false},
+	}
+	var tests []tocCase
+	for name, js := range sound {
+		tests = append(tests, tocCase{"sound/" + name, js, true})
+	}
+	for name, js := range tocFiles(t, "refused") {
+		tests = append(tests, tocCase{"refused/" + name, js, false})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			_, err := toc.DecodeZstdChunkedTOC([]byte(tt.js), 300)
+			_, err := toc.DecodeZstdChunkedTOC(tt.js, 300)
 			if (err == nil) != tt.ok {
 				t.Errorf("DecodeZstdChunkedTOC(%s) err = %v, want ok=%v", tt.js, err, tt.ok)
 			}
@@ -117,7 +90,7 @@ func TestDecodeZstdChunkedTOC(t *testing.T) {
 				t.Errorf("err = %q, want one line wrapping ErrInvalid", err)
 			}
 			// Read, through the annotations, decides the same.
-			b, ann := zstdWithTOC(t, tt.js)
+			b, ann := zstdWithTOC(t, string(tt.js))
 			if _, err := toc.Read(bytes.NewReader(b), int64(len(b)), ann); (err == nil) != tt.ok {
 				t.Errorf("Read: err = %v, want ok=%v", err, tt.ok)
 			}
@@ -140,11 +113,11 @@ func TestDecodeZstdChunkedTOCKeys(t *testing.T) {
 	}
 }
 
-// TestReadZstdSoundTOC reads the sound TOC through Read: the frame of the
+// TestReadZstdSoundTOC reads sound/disk.json through Read: the frame of the
 // refusal cases above is fine, so they fail for their TOC alone.
 func TestReadZstdSoundTOC(t *testing.T) {
 	t.Parallel()
-	b, ann := zstdWithTOC(t, soundTOC)
+	b, ann := zstdWithTOC(t, string(tocFiles(t, "sound")["disk"]))
 	ix, err := toc.Read(bytes.NewReader(b), int64(len(b)), ann)
 	if err != nil {
 		t.Fatal(err)

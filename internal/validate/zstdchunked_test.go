@@ -8,6 +8,8 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -316,6 +318,45 @@ func TestZstdChunkedRejects(t *testing.T) {
 			t.Log(err)
 			if strings.Contains(err.Error(), "\n") {
 				t.Errorf("err is more than one line: %q", err)
+			}
+		})
+	}
+}
+
+// TestZstdChunkedRefusedTOCs signs each TOC of
+// testdata/zstd-chunked-toc/refused into the fixture blob (trailer and
+// annotations rewritten to match, so that only the TOC is wrong): the
+// validator refuses each with the error of toc.DecodeZstdChunkedTOC, the
+// decoder the reader uses.
+func TestZstdChunkedRefusedTOCs(t *testing.T) {
+	t.Parallel()
+	f := zstdChunkedFixture(t)
+	paths, err := filepath.Glob("../../testdata/zstd-chunked-toc/refused/*.json")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no refused TOCs: %v", err)
+	}
+	for _, p := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(p), ".json"), func(t *testing.T) {
+			t.Parallel()
+			js, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob, ann, err := zstdfixture.ResignJSON(f.blob, f.annotations, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos, err := toc.ParseManifestPosition(ann[toc.AnnotationZstdChunkedManifestPosition])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, decErr := toc.DecodeZstdChunkedTOC(js, pos.Offset-toc.SkippableFrameHeaderSize)
+			if decErr == nil {
+				t.Fatal("DecodeZstdChunkedTOC accepts it")
+			}
+			_, err = ZstdChunked(context.Background(), sectionOf(blob), ann)
+			if !errors.Is(err, ErrInvalid) || !errors.Is(err, toc.ErrInvalid) || !strings.Contains(err.Error(), decErr.Error()) {
+				t.Errorf("err = %v, want ErrInvalid with the decoder's error %q", err, decErr)
 			}
 		})
 	}
