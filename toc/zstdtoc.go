@@ -1,12 +1,8 @@
 package toc
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"strconv"
 	"strings"
 	"time"
 
@@ -72,255 +68,188 @@ func DecodeZstdChunkedTOC(js []byte, dataEnd int64) (*ZstdChunkedTOC, error) {
 
 func decodeZstdChunkedJSON(js []byte) (*ZstdChunkedTOC, error) {
 	var t ZstdChunkedTOC
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.UseNumber()
-	err := jsonObject(dec, true, false, func(key string) error {
-		switch key {
+	s := &jsonScanner{b: js}
+	var seen keySet
+	err := s.object(false, func(key string) error {
+		k := strings.ToLower(key)
+		if !seen.add(k) {
+			return errors.New("key appears twice")
+		}
+		switch k {
 		case "version":
-			n, err := jsonInt(dec)
+			n, err := s.integer()
+			if int64(int(n)) != n {
+				return fmt.Errorf("%d does not fit an int", n)
+			}
 			t.Version = int(n)
 			return err
 		case "entries":
 			// containers/storage's writer encodes a layer without entries
 			// as null, and its reader reads null as no entries.
-			return jsonArray(dec, true, func() error {
+			return s.array(true, func() error {
 				if len(t.Entries) >= MaxEntries {
 					return fmt.Errorf("more than %d entries", MaxEntries)
 				}
-				var e ZstdChunkedEntry
-				if err := jsonObject(dec, true, false, func(key string) error { return decodeZstdEntryField(dec, &e, key) }); err != nil {
-					return fmt.Errorf("entry %d: %w", len(t.Entries), err)
+				t.Entries = append(t.Entries, ZstdChunkedEntry{})
+				if err := decodeZstdEntry(s, &t.Entries[len(t.Entries)-1]); err != nil {
+					return fmt.Errorf("entry %d: %w", len(t.Entries)-1, err)
 				}
-				t.Entries = append(t.Entries, e)
 				return nil
 			})
 		case "tarsplitdigest":
-			s, err := jsonString(dec)
+			v, err := s.str()
 			if err != nil {
 				return err
 			}
-			d, err := digest.Parse(s)
+			d, err := digest.Parse(v)
 			if err != nil {
-				return fmt.Errorf("%q: %w", s, err)
+				return fmt.Errorf("%q: %w", v, err)
 			}
 			t.TarSplitDigest = d
 			return nil
 		default:
-			return jsonSkip(dec)
+			return s.skip()
 		}
 	})
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("unexpected data after the TOC object")
+	if err := s.end(); err != nil {
+		return nil, err
 	}
 	return &t, nil
 }
 
-// decodeZstdEntryField decodes the value of an entry's key (lower case).
-func decodeZstdEntryField(dec *json.Decoder, e *ZstdChunkedEntry, key string) error {
-	var s *string
-	var n *int64
-	var tm **time.Time
-	switch key {
-	case "type":
-		s = &e.Type
-	case "name":
-		s = &e.Name
-	case "linkname":
-		s = &e.Linkname
-	case "digest":
-		s = &e.Digest
-	case "chunkdigest":
-		s = &e.ChunkDigest
-	case "chunktype":
-		s = &e.ChunkType
-	case "mode":
-		n = &e.Mode
-	case "size":
-		n = &e.Size
-	case "devmajor":
-		n = &e.Devmajor
-	case "devminor":
-		n = &e.Devminor
-	case "offset":
-		n = &e.Offset
-	case "endoffset":
-		n = &e.EndOffset
-	case "chunksize":
-		n = &e.ChunkSize
-	case "chunkoffset":
-		n = &e.ChunkOffset
-	case "uid", "gid":
-		v, err := jsonInt(dec)
-		if err != nil {
-			return err
+// keySet holds the lower-cased keys of one object seen so far.
+type keySet struct {
+	known   uint32 // bit i: zstdEntryKeys[i]
+	unknown map[string]bool
+}
+
+// zstdEntryKeys are the keys of TOC objects that DecodeZstdChunkedTOC
+// reads; a keySet tracks them without allocating.
+var zstdEntryKeys = map[string]uint32{
+	"type": 1 << 0, "name": 1 << 1, "linkname": 1 << 2, "mode": 1 << 3, "size": 1 << 4,
+	"uid": 1 << 5, "gid": 1 << 6, "modtime": 1 << 7, "accesstime": 1 << 8, "changetime": 1 << 9,
+	"devmajor": 1 << 10, "devminor": 1 << 11, "xattrs": 1 << 12, "digest": 1 << 13, "offset": 1 << 14,
+	"endoffset": 1 << 15, "chunksize": 1 << 16, "chunkoffset": 1 << 17, "chunkdigest": 1 << 18,
+	"chunktype": 1 << 19, "version": 1 << 20, "entries": 1 << 21, "tarsplitdigest": 1 << 22,
+}
+
+// add records k and reports whether it was new.
+func (ks *keySet) add(k string) bool {
+	if bit, ok := zstdEntryKeys[k]; ok {
+		if ks.known&bit != 0 {
+			return false
 		}
-		if int64(int(v)) != v {
-			return fmt.Errorf("%d does not fit an int", v)
+		ks.known |= bit
+		return true
+	}
+	if ks.unknown[k] {
+		return false
+	}
+	if ks.unknown == nil {
+		ks.unknown = map[string]bool{}
+	}
+	ks.unknown[k] = true
+	return true
+}
+
+// decodeZstdEntry reads one entry object.
+func decodeZstdEntry(s *jsonScanner, e *ZstdChunkedEntry) error {
+	var seen keySet
+	return s.object(false, func(key string) error {
+		k := strings.ToLower(key)
+		if !seen.add(k) {
+			return errors.New("key appears twice")
 		}
-		if key == "uid" {
-			e.UID = int(v)
-		} else {
-			e.GID = int(v)
-		}
-		return nil
-	case "modtime":
-		tm = &e.ModTime
-	case "accesstime":
-		tm = &e.AccessTime
-	case "changetime":
-		tm = &e.ChangeTime
-	case "xattrs":
-		// null is no xattrs, as containers/storage reads it.
-		return jsonObject(dec, false, true, func(k string) error {
-			if e.Xattrs == nil {
-				e.Xattrs = map[string]string{}
+		var str *string
+		var n *int64
+		var tm **time.Time
+		switch k {
+		case "type":
+			str = &e.Type
+		case "name":
+			str = &e.Name
+		case "linkname":
+			str = &e.Linkname
+		case "digest":
+			str = &e.Digest
+		case "chunkdigest":
+			str = &e.ChunkDigest
+		case "chunktype":
+			str = &e.ChunkType
+		case "mode":
+			n = &e.Mode
+		case "size":
+			n = &e.Size
+		case "devmajor":
+			n = &e.Devmajor
+		case "devminor":
+			n = &e.Devminor
+		case "offset":
+			n = &e.Offset
+		case "endoffset":
+			n = &e.EndOffset
+		case "chunksize":
+			n = &e.ChunkSize
+		case "chunkoffset":
+			n = &e.ChunkOffset
+		case "uid", "gid":
+			v, err := s.integer()
+			if err != nil {
+				return err
 			}
-			v, err := jsonString(dec)
-			e.Xattrs[k] = v
-			return err
-		})
-	default:
-		return jsonSkip(dec)
-	}
-	var err error
-	switch {
-	case s != nil:
-		*s, err = jsonString(dec)
-	case n != nil:
-		*n, err = jsonInt(dec)
-	default:
-		var v string
-		if v, err = jsonString(dec); err != nil {
-			return err
+			if int64(int(v)) != v {
+				return fmt.Errorf("%d does not fit an int", v)
+			}
+			if k == "uid" {
+				e.UID = int(v)
+			} else {
+				e.GID = int(v)
+			}
+			return nil
+		case "modtime":
+			tm = &e.ModTime
+		case "accesstime":
+			tm = &e.AccessTime
+		case "changetime":
+			tm = &e.ChangeTime
+		case "xattrs":
+			// null is no xattrs, as containers/storage reads it.
+			return s.object(true, func(name string) error {
+				if _, dup := e.Xattrs[name]; dup {
+					return errors.New("xattr appears twice")
+				}
+				v, err := s.str()
+				if e.Xattrs == nil {
+					e.Xattrs = map[string]string{}
+				}
+				e.Xattrs[name] = v
+				return err
+			})
+		default:
+			return s.skip()
 		}
-		t, perr := time.Parse(time.RFC3339, v)
-		if perr != nil {
-			return perr
+		var err error
+		switch {
+		case str != nil:
+			*str, err = s.str()
+		case n != nil:
+			*n, err = s.integer()
+		default:
+			var v string
+			if v, err = s.str(); err != nil {
+				return err
+			}
+			t, perr := time.Parse(time.RFC3339, v)
+			if perr != nil {
+				return perr
+			}
+			*tm = &t
 		}
-		*tm = &t
-	}
-	return err
-}
-
-// jsonObject reads an object (or null, if nullOK) and calls field for each
-// key, lower-cased when fold is set, with the decoder before the key's
-// value. A key seen twice (after lower-casing) is an error.
-func jsonObject(dec *json.Decoder, fold, nullOK bool, field func(key string) error) error {
-	if null, err := jsonOpen(dec, '{', nullOK); null || err != nil {
 		return err
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		key := tok.(string) // the decoder checks that object keys are strings
-		if fold {
-			key = strings.ToLower(key)
-		}
-		if seen[key] {
-			return fmt.Errorf("key %q appears twice", tok)
-		}
-		seen[key] = true
-		if err := field(key); err != nil {
-			return fmt.Errorf("%s: %w", tok, err)
-		}
-	}
-	return jsonDelim(dec, '}')
-}
-
-// jsonArray reads an array (or null, if nullOK) and calls elem before
-// each element.
-func jsonArray(dec *json.Decoder, nullOK bool, elem func() error) error {
-	if null, err := jsonOpen(dec, '[', nullOK); null || err != nil {
-		return err
-	}
-	for dec.More() {
-		if err := elem(); err != nil {
-			return err
-		}
-	}
-	return jsonDelim(dec, ']')
-}
-
-// jsonOpen reads the opening delimiter of an object or array, or null if
-// nullOK, and reports whether it read null.
-func jsonOpen(dec *json.Decoder, want json.Delim, nullOK bool) (bool, error) {
-	tok, err := dec.Token()
-	switch {
-	case err != nil:
-		return false, err
-	case tok == nil && nullOK:
-		return true, nil
-	case tok != want:
-		return false, fmt.Errorf("got %s, want %q", jsonTokenString(tok), want)
-	}
-	return false, nil
-}
-
-func jsonDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return err
-	}
-	if tok != want {
-		return fmt.Errorf("got %v, want %q", jsonTokenString(tok), want)
-	}
-	return nil
-}
-
-func jsonString(dec *json.Decoder) (string, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return "", err
-	}
-	s, ok := tok.(string)
-	if !ok {
-		return "", fmt.Errorf("got %s, want a string", jsonTokenString(tok))
-	}
-	return s, nil
-}
-
-func jsonInt(dec *json.Decoder) (int64, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return 0, err
-	}
-	num, ok := tok.(json.Number)
-	if !ok {
-		return 0, fmt.Errorf("got %s, want an integer", jsonTokenString(tok))
-	}
-	n, err := strconv.ParseInt(string(num), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("%s is not a 64-bit integer", num)
-	}
-	return n, nil
-}
-
-// jsonSkip reads the next value whatever it is.
-func jsonSkip(dec *json.Decoder) error {
-	var v json.RawMessage
-	return dec.Decode(&v)
-}
-
-func jsonTokenString(tok json.Token) string {
-	switch v := tok.(type) {
-	case nil:
-		return "null"
-	case json.Delim:
-		return strconv.Quote(v.String())
-	case string:
-		return "a string"
-	case json.Number:
-		return "a number"
-	case bool:
-		return "a boolean"
-	}
-	return fmt.Sprintf("%v", tok)
+	})
 }
 
 // checkZstdChunkedTOC checks the entries: types, names, the reg/chunk

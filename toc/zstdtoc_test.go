@@ -66,6 +66,9 @@ func TestDecodeZstdChunkedTOC(t *testing.T) {
 	if len(tc.Entries) != 6 || tc.Entries[2].ChunkType != toc.ChunkTypeZeros || tc.Entries[1].Size != 150 || tc.Entries[0].Mode != 365 {
 		t.Errorf("sound/disk.json decoded as %+v", tc)
 	}
+	if tc, err := toc.DecodeZstdChunkedTOC(sound["escapes"], 300); err != nil || tc.Entries[0].Name != `café/"q"` {
+		t.Errorf("sound/escapes.json: %v, %+v", err, tc)
+	}
 
 	type tocCase struct {
 		name string
