@@ -28,21 +28,24 @@ var emptyDigest = digest.Canonical.FromBytes(nil)
 // skippable frame starts). It is the one decoder of zstd:chunked TOCs: Read
 // uses it, and so does the whole-blob validator.
 //
-// It accepts no TOC that containers/storage's reader (go.podman.io/storage
-// pkg/chunked: unmarshalToc and the checks of its partial pull) refuses,
-// and it refuses TOCs that two readers could read differently:
+// It is meant to accept no TOC that containers/storage's reader
+// (go.podman.io/storage pkg/chunked: unmarshalToc and the checks of its
+// partial pull) refuses, and it refuses TOCs that two readers could read
+// differently:
 //
-//   - the TOC is one JSON object, with nothing but white space after it;
+//   - the TOC is one JSON object (RFC 8259, strings valid UTF-8), with
+//     nothing but white space after it;
 //   - keys match case-insensitively by strings.ToLower, as containers/storage
 //     matches them (not by encoding/json's Unicode folding, under which
 //     "ſize" is "size"); unknown keys are skipped, as containers/storage
 //     skips them; a key repeated in the TOC, in an entry or in xattrs is
 //     refused (containers/storage appends a second "entries" array and
 //     keeps the last xattrs object, encoding/json merges them);
-//   - known keys have values of their JSON type, never null (but for
-//     "entries" and "xattrs", null as containers/storage reads it: none); integers are
-//     integers; times are RFC 3339; version is 1; tarSplitDigest, when
-//     present, is a valid digest; at most MaxEntries entries;
+//   - known keys have values of their JSON type, never null, except that
+//     "entries" and "xattrs" may be null (none, as containers/storage
+//     reads it and its writer writes an empty layer); integers are written
+//     as integers; times are RFC 3339; version is 1; tarSplitDigest, when
+//     present, is a valid digest; there are at most MaxEntries entries;
 //   - entry types are containers/storage's (reg, chunk, hardlink, symlink,
 //     dir, char, block, fifo); names do not contain ".." and are unique
 //     after cleaning (a chunk entry repeats its file's name exactly);
@@ -51,8 +54,11 @@ var emptyDigest = digest.Canonical.FromBytes(nil)
 //     chunk fields) or the reg entry and the chunk entries after it carry
 //     each chunk's chunkSize, chunkOffset, chunkDigest and chunkType ("" or
 //     "zeros"), contiguous from 0 to the file's size, with non-empty
-//     compressed ranges; an empty file has no data fields and no digest but
-//     that of empty content; other entries have no data fields.
+//     compressed ranges; chunk entries carry no file fields (digest, size,
+//     endOffset: containers/storage takes a file's end from its last chunk
+//     entry, this package from the reg entry); an empty file has no data
+//     fields and no digest but that of empty content; other entries have
+//     no data fields.
 //
 // Errors wrap ErrInvalid.
 func DecodeZstdChunkedTOC(js []byte, dataEnd int64) (*ZstdChunkedTOC, error) {
