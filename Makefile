@@ -8,6 +8,10 @@ TESTFLAGS ?= -count=1 -race -timeout 15m
 # zstd:chunked output); these tags leave out the graph drivers that need C
 # headers. Without them, go test needs libbtrfs-dev installed.
 TAGS    ?= exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper
+# The benchmark and research programs of make bench are a module of their
+# own (bench/go.mod), so the product module does not carry them; test and
+# lint cover it too.
+BENCHMOD ?= bench
 
 .DEFAULT_GOAL := help
 
@@ -22,6 +26,7 @@ build: ## Build bin/lazydisk
 .PHONY: test
 test: ## Run all tests (unit, in-process registry round trips, CLI; containers/storage partial pulls when root; the external example module)
 	$(GO) test -tags $(TAGS) $(TESTFLAGS) $(PKGS)
+	$(GO) -C $(BENCHMOD) test -tags $(TAGS) $(TESTFLAGS) ./...
 	cd examples/embed && $(GO) test $(TESTFLAGS) ./...
 
 # FUZZTIME bounds each fuzz target; CI runs them briefly on every change,
@@ -61,15 +66,16 @@ demo: ## Convert the built-in sample disk to eStargz end to end, offline
 
 .PHONY: bench
 bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit; see docs/benchmarks.md)
-	bash internal/bench/run.sh
-	bash internal/bench/run.sh -read
-	bash internal/bench/run.sh -serve
-	bash internal/bench/run.sh -sparse
+	bash bench/run.sh
+	bash bench/run.sh -read
+	bash bench/run.sh -serve
+	bash bench/run.sh -sparse
 
 .PHONY: lint
-lint: ## gofmt and go vet
+lint: ## gofmt and go vet (the product module and bench/)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags $(TAGS) $(PKGS)
+	$(GO) -C $(BENCHMOD) vet -tags $(TAGS) ./...
 	cd examples/embed && $(GO) vet ./...
 
 .PHONY: clean

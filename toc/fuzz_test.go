@@ -3,6 +3,7 @@ package toc_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"strconv"
 	"testing"
@@ -46,12 +47,45 @@ func FuzzRead(f *testing.F) {
 	})
 }
 
-// FuzzParsers feeds arbitrary bytes to the footer and position parsers.
+// FuzzParsers feeds arbitrary bytes to the footer and position parsers and
+// to the zstd:chunked TOC decoder.
 func FuzzParsers(f *testing.F) {
 	f.Add(toc.EStargzFooter(12345), "10:20:30:1")
 	footer, _ := toc.ZstdChunkedFooter{Offset: 1, LengthCompressed: 2, LengthUncompressed: 3, ManifestType: 1}.MarshalBinary()
 	f.Add(footer, "1:2:3")
+	for _, js := range tocFiles(f, "sound") {
+		f.Add(js, "300:10:20:1")
+	}
 	f.Fuzz(func(t *testing.T, b []byte, pos string) {
+		// A TOC the decoder accepts means the same once encoded again.
+		if tc, err := toc.DecodeZstdChunkedTOC(b, 300); err == nil {
+			js, err := json.Marshal(tc)
+			if err != nil {
+				t.Fatalf("encoding an accepted TOC: %v", err)
+			}
+			again, err := toc.DecodeZstdChunkedTOC(js, 300)
+			if err != nil {
+				t.Fatalf("DecodeZstdChunkedTOC accepted %q but not its encoding %s: %v", b, js, err)
+			}
+			if js2, _ := json.Marshal(again); !bytes.Equal(js, js2) {
+				t.Fatalf("DecodeZstdChunkedTOC read %q as %s, then that as %s", b, js, js2)
+			}
+			// Its own JSON scanner accepts only valid JSON, and reads it as
+			// encoding/json does where the two can agree: ASCII keys (no
+			// Unicode case folding), times encoding/json parses too.
+			if !json.Valid(b) {
+				t.Fatalf("DecodeZstdChunkedTOC accepted invalid JSON %q", b)
+			}
+			var ref toc.ZstdChunkedTOC
+			if ascii(b) && json.Unmarshal(b, &ref) == nil {
+				if len(ref.Entries) == 0 {
+					ref.Entries = nil // [] and null: no entries either way
+				}
+				if rjs, _ := json.Marshal(&ref); !bytes.Equal(js, rjs) {
+					t.Fatalf("DecodeZstdChunkedTOC read %q as %s, encoding/json as %s", b, js, rjs)
+				}
+			}
+		}
 		// The offset field is read as the reference reader reads it
 		// (strconv.ParseInt base 16: upper-case digits and a sign are
 		// accepted); everything else must be the footer EStargzFooter writes.
@@ -74,4 +108,13 @@ func FuzzParsers(f *testing.F) {
 			t.Fatalf("ParseTarSplitPosition(%q) = %+v", pos, p)
 		}
 	})
+}
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }

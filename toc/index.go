@@ -3,7 +3,6 @@ package toc
 import (
 	"bytes"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -348,17 +347,14 @@ func readZstdSection(section func(off, n int64) ([]byte, error), size int64, pos
 	if err != nil {
 		return nil, fmt.Errorf("%w: decompressing the TOC: %w", ErrInvalid, err)
 	}
-	var t ZstdChunkedTOC
-	dj := json.NewDecoder(bytes.NewReader(raw))
-	if err := dj.Decode(&t); err != nil {
-		return nil, fmt.Errorf("%w: TOC JSON: %w", ErrInvalid, err)
+	// The data ends where the TOC's skippable frame starts.
+	dataEnd := pos.Offset - SkippableFrameHeaderSize
+	t, err := DecodeZstdChunkedTOC(raw, dataEnd)
+	if err != nil {
+		return nil, err
 	}
-	if dj.More() {
-		return nil, fmt.Errorf("%w: data after the TOC JSON", ErrInvalid)
-	}
-	// The TOC frame ends where the data ends: at the skippable frame's header.
 	ix := &Index{Format: f, Digest: digest.Canonical.FromBytes(payload), TOCOffset: pos.Offset, TOCSize: pos.Compressed,
-		TOCUncompressed: int64(len(raw)), DataEnd: pos.Offset - SkippableFrameHeaderSize}
+		TOCUncompressed: int64(len(raw)), DataEnd: dataEnd}
 	if err := ix.addZstdEntries(t.Entries); err != nil {
 		return nil, err
 	}

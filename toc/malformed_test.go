@@ -7,9 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"reflect"
 	"testing"
 
+	"github.com/containerd/stargz-snapshotter/estargz"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -166,5 +168,62 @@ func TestReadLegacyFormats(t *testing.T) {
 	}
 	if ix, err = toc.Read(bytes.NewReader(old), int64(len(old)), ann); err != nil || ix.Format != toc.FormatZstdChunkedLegacy {
 		t.Fatalf("legacy zstd:chunked by annotation: %v", err)
+	}
+}
+
+// TestReadEStargzJSONLikeReference checks that toc.Read decodes eStargz TOC
+// JSON as the reference reader (estargz.Open) does where JSON decoders
+// differ: key case, unknown keys, a repeated key (the last one counts in
+// both). It reads the same chunks, at the same blob offsets, with the same
+// TOC digest. One deliberate difference: data after the TOC's JSON, which
+// estargz.Open ignores (it decodes one value from a stream), is refused.
+func TestReadEStargzJSONLikeReference(t *testing.T) {
+	t.Parallel()
+	const chunkDigest = `"sha256:0000000000000000000000000000000000000000000000000000000000000000"`
+	tests := map[string]string{
+		"keys in another case": `{"VERSION":1,"Entries":[{"NAME":"a","TYPE":"reg","SIZE":150,"OFFSET":10,"CHUNKSIZE":100,"chunkdigest":` + chunkDigest + `},` +
+			`{"name":"a","type":"chunk","Offset":110,"chunkOffset":100,"ChunkSize":50,"chunkDigest":` + chunkDigest + `}]}`,
+		"unknown keys": `{"version":1,"future":[1,{"x":2}],"entries":[{"name":"a","type":"reg","size":150,"offset":10,"chunkSize":100,"chunkDigest":` + chunkDigest + `,"later":null},` +
+			`{"name":"a","type":"chunk","offset":110,"chunkOffset":100,"chunkSize":50,"chunkDigest":` + chunkDigest + `}]}`,
+		"repeated key": `{"version":1,"entries":[{"name":"b","name":"a","type":"reg","size":150,"size":150,"offset":10,"chunkSize":100,"chunkDigest":` + chunkDigest + `},` +
+			`{"name":"a","type":"chunk","offset":90,"offset":110,"chunkOffset":100,"chunkSize":50,"chunkDigest":` + chunkDigest + `}]}`,
+	}
+	for name, js := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := esgzWithTOC(t, js)
+			ix, err := toc.Read(bytes.NewReader(b), int64(len(b)), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			er, err := estargz.Open(io.NewSectionReader(bytes.NewReader(b), 0, int64(len(b))))
+			if err != nil {
+				t.Fatalf("reference reader: %v", err)
+			}
+			if er.TOCDigest() != ix.Digest {
+				t.Errorf("TOC digest %s, reference reader %s", ix.Digest, er.TOCDigest())
+			}
+			f, ok := ix.Lookup("a")
+			if !ok || len(f.Chunks) != 2 {
+				t.Fatalf("Lookup(a) = %+v, %v", f, ok)
+			}
+			if re, ok := er.Lookup("a"); !ok || re.Size != f.Size {
+				t.Errorf("reference reader: a is %+v", re)
+			}
+			for _, c := range f.Chunks {
+				ce, ok := er.ChunkEntryForOffset("a", c.Offset)
+				if !ok || ce.ChunkOffset != c.Offset || ce.ChunkSize != c.Size || ce.Offset != c.CompressedOffset || ce.ChunkDigest != c.Digest.String() {
+					t.Errorf("chunk at %d: ours %+v, reference %+v", c.Offset, c, ce)
+				}
+			}
+		})
+	}
+
+	trailing := esgzWithTOC(t, `{"version":1,"entries":[{"name":"a","type":"reg","size":10,"offset":10,"chunkDigest":`+chunkDigest+`}]} {}`)
+	if _, err := estargz.Open(io.NewSectionReader(bytes.NewReader(trailing), 0, int64(len(trailing)))); err != nil {
+		t.Errorf("the reference reader refuses data after the TOC JSON (%v); toc.Read may follow it", err)
+	}
+	if _, err := toc.Read(bytes.NewReader(trailing), int64(len(trailing)), nil); !errors.Is(err, toc.ErrInvalid) {
+		t.Errorf("data after the TOC JSON: %v, want ErrInvalid", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -27,29 +26,17 @@ import (
 	"github.com/lazydisk/lazydisk/toc"
 )
 
-// TOC entry types of zstd:chunked (containers/storage minimal.Type*).
-const (
-	zcTypeReg     = "reg"
-	zcTypeChunk   = "chunk"
-	zcTypeLink    = "hardlink"
-	zcTypeChar    = "char"
-	zcTypeBlock   = "block"
-	zcTypeDir     = "dir"
-	zcTypeFifo    = "fifo"
-	zcTypeSymlink = "symlink"
-)
-
 // zcTarTypes maps tar type flags to TOC entry types, as
 // containers/storage's NewFileMetadata does; other type flags (PAX global
 // headers, GNU sparse files) have no TOC representation.
 var zcTarTypes = map[byte]string{
-	tar.TypeReg:     zcTypeReg,
-	tar.TypeLink:    zcTypeLink,
-	tar.TypeChar:    zcTypeChar,
-	tar.TypeBlock:   zcTypeBlock,
-	tar.TypeDir:     zcTypeDir,
-	tar.TypeFifo:    zcTypeFifo,
-	tar.TypeSymlink: zcTypeSymlink,
+	tar.TypeReg:     toc.ZstdTypeReg,
+	tar.TypeLink:    toc.ZstdTypeLink,
+	tar.TypeChar:    toc.ZstdTypeChar,
+	tar.TypeBlock:   toc.ZstdTypeBlock,
+	tar.TypeDir:     toc.ZstdTypeDir,
+	tar.TypeFifo:    toc.ZstdTypeFifo,
+	tar.TypeSymlink: toc.ZstdTypeSymlink,
 }
 
 // paxSchilyXattr prefixes the PAX records that hold extended attributes.
@@ -59,8 +46,10 @@ const paxSchilyXattr = "SCHILY.xattr."
 // format) against its layer annotations.
 //
 // It makes every check containers/storage makes before and during a partial
-// pull (annotations, TOC checksum, strict TOC JSON, TOC size limit, tar-split
-// digest, TOC entries equal to the tar-split headers, whole-file digests),
+// pull (annotations, TOC checksum, TOC JSON and entries, decoded by
+// toc.DecodeZstdChunkedTOC as the reader decodes them, TOC size limit,
+// tar-split digest, TOC entries equal to the tar-split headers, whole-file
+// digests),
 // and the ones it skips: the footer and the three trailing skippable frames,
 // the TOC being one zstd frame, the reg/chunk tiling, every chunk decoding to
 // exactly its chunkSize bytes with its chunkDigest, zeros chunks being zero,
@@ -83,10 +72,7 @@ func ZstdChunked(ctx context.Context, sr *io.SectionReader, annotations map[stri
 	if err != nil {
 		return nil, err
 	}
-	ix, err := indexZstdChunkedTOC(t, l.dataEnd)
-	if err != nil {
-		return nil, err
-	}
+	ix := indexZstdChunkedTOC(t)
 	if err := checkTarSplit(ctx, sr, l, t.TarSplitDigest, ix); err != nil {
 		return nil, err
 	}
@@ -263,67 +249,14 @@ func readZstdChunkedTOC(sr *io.SectionReader, l zcLayout) (*toc.ZstdChunkedTOC, 
 	if int64(len(js)) != l.toc.Uncompressed {
 		return nil, fmt.Errorf("%w: TOC decompresses to %d bytes or more, the manifest-position annotation says %d", ErrInvalid, len(js), l.toc.Uncompressed)
 	}
-	t, err := decodeZstdChunkedTOC(js)
+	t, err := toc.DecodeZstdChunkedTOC(js, l.dataEnd)
 	if err != nil {
-		return nil, fmt.Errorf("%w: TOC JSON: %w", ErrInvalid, err)
-	}
-	if t.Version != 1 {
-		return nil, fmt.Errorf("%w: TOC version %d, want 1", ErrInvalid, t.Version)
+		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if t.TarSplitDigest == "" {
 		return nil, fmt.Errorf("%w: TOC has no tarSplitDigest; containers/storage does not partially pull such layers", ErrInvalid)
 	}
-	if err := t.TarSplitDigest.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: TOC tarSplitDigest: %w", ErrInvalid, err)
-	}
 	return t, nil
-}
-
-// decodeZstdChunkedTOC decodes the TOC JSON like containers/storage's
-// unmarshalToc: keys match case-insensitively, unknown keys are ignored, and
-// nothing but white space may follow the object. It also rejects a repeated
-// top-level key, which the two decoders would read differently.
-func decodeZstdChunkedTOC(js []byte) (*toc.ZstdChunkedTOC, error) {
-	var t toc.ZstdChunkedTOC
-	dec := json.NewDecoder(bytes.NewReader(js))
-	if tok, err := dec.Token(); err != nil {
-		return nil, err
-	} else if tok != json.Delim('{') {
-		return nil, errors.New("TOC is not a JSON object")
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, err
-		}
-		key := strings.ToLower(tok.(string)) // object keys are always strings
-		if seen[key] {
-			return nil, fmt.Errorf("key %q appears twice", tok)
-		}
-		seen[key] = true
-		var v any
-		switch key {
-		case "version":
-			v = &t.Version
-		case "entries":
-			v = &t.Entries
-		case "tarsplitdigest":
-			v = &t.TarSplitDigest
-		default:
-			v = new(json.RawMessage)
-		}
-		if err := dec.Decode(v); err != nil {
-			return nil, fmt.Errorf("%s: %w", tok, err)
-		}
-	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return nil, err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("unexpected data after the TOC object")
-	}
-	return &t, nil
 }
 
 // zcChunk is one chunk of a regular file: the compressed range [offset,
@@ -351,136 +284,52 @@ type zcIndex struct {
 	byName map[string]*zcFile
 }
 
-// indexZstdChunkedTOC checks the entries' names and the reg/chunk tiling,
-// and collects the regular files' chunks.
-func indexZstdChunkedTOC(t *toc.ZstdChunkedTOC, dataEnd int64) (*zcIndex, error) {
+// indexZstdChunkedTOC collects the regular files' chunks of a TOC that
+// toc.DecodeZstdChunkedTOC checked (types, names, the reg/chunk tiling,
+// digests, data ranges).
+func indexZstdChunkedTOC(t *toc.ZstdChunkedTOC) *zcIndex {
 	ix := &zcIndex{entries: map[string]*toc.ZstdChunkedEntry{}, byName: map[string]*zcFile{}}
 	es := t.Entries
 	for i := 0; i < len(es); {
 		e := &es[i]
-		if _, dup := ix.entries[e.Name]; dup && e.Type != zcTypeChunk {
-			return nil, fmt.Errorf("%w: TOC has two entries for %q", ErrInvalid, e.Name)
-		}
-		switch e.Type {
-		case zcTypeReg:
-			j := i + 1
-			for j < len(es) && es[j].Type == zcTypeChunk {
+		j := i + 1
+		if e.Type == toc.ZstdTypeReg {
+			for j < len(es) && es[j].Type == toc.ZstdTypeChunk {
 				j++
 			}
-			f, err := zstdChunkedFile(es[i:j], dataEnd)
-			if err != nil {
-				return nil, fmt.Errorf("%w: TOC entry %d (%q): %w", ErrInvalid, i, e.Name, err)
-			}
-			if f != nil {
+			if f := zstdChunkedFile(es[i:j]); f != nil {
 				ix.files = append(ix.files, f)
 				ix.byName[f.name] = f
 			}
-			ix.entries[e.Name] = e
-			i = j
-		case zcTypeChunk:
-			return nil, fmt.Errorf("%w: TOC entry %d is a chunk of %q that does not follow a reg entry", ErrInvalid, i, e.Name)
-		case zcTypeLink, zcTypeChar, zcTypeBlock, zcTypeDir, zcTypeFifo, zcTypeSymlink:
-			if e.Digest != "" || e.Offset != 0 || e.EndOffset != 0 || hasChunkFields(e) {
-				return nil, fmt.Errorf("%w: TOC entry %d (%s %q) has file data fields", ErrInvalid, i, e.Type, e.Name)
-			}
-			ix.entries[e.Name] = e
-			i++
-		default:
-			return nil, fmt.Errorf("%w: TOC entry %d (%q) has unknown type %q", ErrInvalid, i, e.Name, e.Type)
 		}
+		ix.entries[e.Name] = e
+		i = j
 	}
-	return ix, nil
+	return ix
 }
 
-func hasChunkFields(e *toc.ZstdChunkedEntry) bool {
-	return e.ChunkSize != 0 || e.ChunkOffset != 0 || e.ChunkDigest != "" || e.ChunkType != ""
-}
-
-var emptyDigest = digest.Canonical.FromBytes(nil)
-
-// zstdChunkedFile checks a reg entry and the chunk entries after it. It
-// returns nil for an empty file.
-func zstdChunkedFile(es []toc.ZstdChunkedEntry, dataEnd int64) (*zcFile, error) {
+// zstdChunkedFile returns the chunks of a checked reg entry and the chunk
+// entries after it, or nil for an empty file.
+func zstdChunkedFile(es []toc.ZstdChunkedEntry) *zcFile {
 	r := &es[0]
-	if r.Size < 0 {
-		return nil, fmt.Errorf("negative size %d", r.Size)
-	}
 	if r.Size == 0 {
-		if len(es) > 1 || hasChunkFields(r) || r.Offset != 0 || r.EndOffset != 0 {
-			return nil, errors.New("empty file has chunks or a data range")
-		}
-		if r.Digest != "" && r.Digest != emptyDigest.String() {
-			return nil, fmt.Errorf("empty file has digest %s", r.Digest)
-		}
-		return nil, nil
+		return nil
 	}
-	d, err := parseDigest(r.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("file digest: %w", err)
-	}
+	d := digest.Digest(r.Digest)
 	f := &zcFile{name: r.Name, size: r.Size, digest: d}
-	if r.EndOffset > dataEnd {
-		return nil, fmt.Errorf("endOffset %d is past the end of the data at %d", r.EndOffset, dataEnd)
-	}
 	if len(es) == 1 {
-		if hasChunkFields(r) {
-			return nil, errors.New("single-chunk file has chunk fields")
-		}
-		if r.Offset <= 0 || r.EndOffset <= r.Offset {
-			return nil, fmt.Errorf("data range [%d, %d) is empty or misplaced", r.Offset, r.EndOffset)
-		}
 		f.chunks = []zcChunk{{offset: r.Offset, end: r.EndOffset, size: r.Size, digest: d}}
-		return f, nil
+		return f
 	}
-	var next int64
 	for k := range es {
 		c := &es[k]
-		if c.Name != r.Name {
-			return nil, fmt.Errorf("chunk %d is named %q", k, c.Name)
-		}
-		if c.ChunkOffset != next {
-			return nil, fmt.Errorf("chunk %d starts at file offset %d, want %d (chunks must be contiguous)", k, c.ChunkOffset, next)
-		}
-		if c.ChunkSize <= 0 || c.ChunkSize > r.Size-next {
-			return nil, fmt.Errorf("chunk %d has size %d at file offset %d of %d", k, c.ChunkSize, next, r.Size)
-		}
-		next += c.ChunkSize
-		cd, err := parseDigest(c.ChunkDigest)
-		if err != nil {
-			return nil, fmt.Errorf("chunk %d digest: %w", k, err)
-		}
-		var zeros bool
-		switch c.ChunkType {
-		case "":
-		case toc.ChunkTypeZeros:
-			zeros = true
-		default:
-			return nil, fmt.Errorf("chunk %d has unknown chunkType %q", k, c.ChunkType)
-		}
 		end := r.EndOffset
 		if k+1 < len(es) {
 			end = es[k+1].Offset
 		}
-		if c.Offset <= 0 || end <= c.Offset {
-			return nil, fmt.Errorf("chunk %d's compressed range [%d, %d) is empty or misplaced", k, c.Offset, end)
-		}
-		f.chunks = append(f.chunks, zcChunk{offset: c.Offset, end: end, size: c.ChunkSize, digest: cd, zeros: zeros})
+		f.chunks = append(f.chunks, zcChunk{offset: c.Offset, end: end, size: c.ChunkSize, digest: digest.Digest(c.ChunkDigest), zeros: c.ChunkType == toc.ChunkTypeZeros})
 	}
-	if next != r.Size {
-		return nil, fmt.Errorf("chunks cover %d of %d bytes", next, r.Size)
-	}
-	return f, nil
-}
-
-func parseDigest(s string) (digest.Digest, error) {
-	d, err := digest.Parse(s)
-	if err != nil {
-		return "", err
-	}
-	if !d.Algorithm().Available() {
-		return "", fmt.Errorf("digest algorithm %s is not available", d.Algorithm())
-	}
-	return d, nil
+	return f
 }
 
 // checkDigest reads r to its end and compares its digest with d.

@@ -8,6 +8,8 @@ import (
 	"io"
 	"maps"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -295,6 +297,12 @@ func TestZstdChunkedRejects(t *testing.T) {
 			tc.Entries = append([]toc.ZstdChunkedEntry{c}, tc.Entries...)
 		}), "does not follow"},
 		{"symlink with data fields", resigned(func(tc *toc.ZstdChunkedTOC) { entry(tc, "disk/link.img").Offset = 10 }), "data fields"},
+		// The validator's former checks let this through; the TOC decoder
+		// it shares with the reader (toc.DecodeZstdChunkedTOC) refuses it.
+		{"chunk entry with its own endOffset", resigned(func(tc *toc.ZstdChunkedTOC) {
+			c := chunkOf(tc, false)
+			c.EndOffset = c.Offset + 1 // containers/storage takes a file's end from its last chunk entry
+		}), "file fields"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -315,27 +323,40 @@ func TestZstdChunkedRejects(t *testing.T) {
 	}
 }
 
-func TestZstdChunkedTOCJSON(t *testing.T) {
+// TestZstdChunkedRefusedTOCs signs each TOC of
+// testdata/zstd-chunked-toc/refused into the fixture blob (trailer and
+// annotations rewritten to match, so that only the TOC is wrong): the
+// validator refuses each with the error of toc.DecodeZstdChunkedTOC, the
+// decoder the reader uses.
+func TestZstdChunkedRefusedTOCs(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name string
-		js   string
-		ok   bool
-	}{
-		{"minimal", `{"version":1,"entries":[],"tarSplitDigest":"sha256:` + strings.Repeat("0", 64) + `"}`, true},
-		{"keys in another case, unknown keys, trailing space", `{"VERSION":1,"Entries":[{"TYPE":"dir","name":"a","future":{"x":[1]}}],"extra":true}` + " \n", true},
-		{"trailing data", `{"version":1}{}`, false},
-		{"trailing garbage", `{"version":1} x`, false},
-		{"repeated entries key", `{"entries":[],"entries":[]}`, false},
-		{"not an object", `[]`, false},
-		{"truncated", `{"version":1,"entries":[`, false},
+	f := zstdChunkedFixture(t)
+	paths, err := filepath.Glob("../../testdata/zstd-chunked-toc/refused/*.json")
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no refused TOCs: %v", err)
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, p := range paths {
+		t.Run(strings.TrimSuffix(filepath.Base(p), ".json"), func(t *testing.T) {
 			t.Parallel()
-			_, err := decodeZstdChunkedTOC([]byte(tt.js))
-			if (err == nil) != tt.ok {
-				t.Errorf("decodeZstdChunkedTOC(%s) err = %v, want ok=%v", tt.js, err, tt.ok)
+			js, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			blob, ann, err := zstdfixture.ResignJSON(f.blob, f.annotations, js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos, err := toc.ParseManifestPosition(ann[toc.AnnotationZstdChunkedManifestPosition])
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, decErr := toc.DecodeZstdChunkedTOC(js, pos.Offset-toc.SkippableFrameHeaderSize)
+			if decErr == nil {
+				t.Fatal("DecodeZstdChunkedTOC accepts it")
+			}
+			_, err = ZstdChunked(context.Background(), sectionOf(blob), ann)
+			if !errors.Is(err, ErrInvalid) || !errors.Is(err, toc.ErrInvalid) || !strings.Contains(err.Error(), decErr.Error()) {
+				t.Errorf("err = %v, want ErrInvalid with the decoder's error %q", err, decErr)
 			}
 		})
 	}

@@ -64,7 +64,7 @@ func TOC(blob []byte, ann map[string]string) (toc.Position, *toc.ZstdChunkedTOC,
 // the trailer (TOC, tar-split and footer frames) and the annotations to
 // match, as a writer with that bug would.
 func Resign(blob []byte, ann map[string]string, edit func(*toc.ZstdChunkedTOC)) ([]byte, map[string]string, error) {
-	pos, tc, err := TOC(blob, ann)
+	_, tc, err := TOC(blob, ann)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -72,6 +72,20 @@ func Resign(blob []byte, ann map[string]string, edit func(*toc.ZstdChunkedTOC)) 
 	js, err := json.Marshal(tc)
 	if err != nil {
 		return nil, nil, err
+	}
+	return ResignJSON(blob, ann, js)
+}
+
+// ResignJSON replaces the blob's TOC with the TOC JSON js, whatever it
+// holds, and rewrites the trailer and the annotations to match, as Resign
+// does.
+func ResignJSON(blob []byte, ann map[string]string, js []byte) ([]byte, map[string]string, error) {
+	pos, err := toc.ParseManifestPosition(ann[toc.AnnotationZstdChunkedManifestPosition])
+	if err != nil {
+		return nil, nil, err
+	}
+	if pos.Offset < toc.SkippableFrameHeaderSize || pos.Offset > int64(len(blob)) {
+		return nil, nil, fmt.Errorf("TOC position %v is outside the %d-byte blob", pos, len(blob))
 	}
 	enc, err := zstd.NewWriter(nil)
 	if err != nil {
