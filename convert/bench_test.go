@@ -72,10 +72,10 @@ var (
 	})
 )
 
-// countWriter discards what it is given and counts it.
-type countWriter struct{ n int64 }
+// benchCounter discards what it is given and counts it.
+type benchCounter struct{ n int64 }
 
-func (w *countWriter) Write(p []byte) (int, error) {
+func (w *benchCounter) Write(p []byte) (int, error) {
 	w.n += int64(len(p))
 	return len(p), nil
 }
@@ -102,12 +102,12 @@ func BenchmarkWrite(b *testing.B) {
 			return int64(len(blob)), err
 		}, nil},
 		{"WriteEStargz", func(tarb []byte) (int64, error) {
-			var w countWriter
+			var w benchCounter
 			_, err := convert.WriteEStargz(ctx, &w, bytes.NewReader(tarb))
 			return w.n, err
 		}, []string{"estargz.Build"}},
 		{"WriteZstdChunked", func(tarb []byte) (int64, error) {
-			var w countWriter
+			var w benchCounter
 			_, err := convert.WriteZstdChunked(ctx, &w, bytes.NewReader(tarb))
 			return w.n, err
 		}, []string{"estargz.Build", "cstorage"}},

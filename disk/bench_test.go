@@ -151,7 +151,7 @@ func BenchmarkReader(b *testing.B) {
 			b.Run("WriteRange", func(b *testing.B) {
 				b.SetBytes(int64(len(data)))
 				b.ReportAllocs()
-				var out countWriter
+				var out benchCounter
 				n := 0
 				for b.Loop() {
 					b.StopTimer()
@@ -185,10 +185,10 @@ func BenchmarkReader(b *testing.B) {
 	}
 }
 
-// countWriter discards what it is given and counts it.
-type countWriter struct{ n int64 }
+// benchCounter discards what it is given and counts it.
+type benchCounter struct{ n int64 }
 
-func (w *countWriter) Write(p []byte) (int, error) {
+func (w *benchCounter) Write(p []byte) (int, error) {
 	w.n += int64(len(p))
 	return len(p), nil
 }

@@ -108,7 +108,7 @@ func (s *jsonScanner) object(nullOK bool, field func(key string) error) error {
 		}
 		s.i++
 		if err := field(key); err != nil {
-			return fmt.Errorf("%s: %w", key, err)
+			return fmt.Errorf("%q: %w", key, err)
 		}
 		switch s.peek() {
 		case ',':
