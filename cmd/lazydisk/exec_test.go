@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"go/build"
 	"os"
 	"os/exec"
@@ -25,13 +24,8 @@ func TestMain(m *testing.M) {
 	if os.Getenv(execAsLazydisk) == "1" {
 		main() // exits, stopping on SIGINT and SIGTERM as lazydisk does
 	}
-	code := m.Run()
 	// read -o once replaced /dev/null with a regular file, as root.
-	if err := clitest.CheckDevNull(); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		code = 1
-	}
-	os.Exit(code)
+	os.Exit(clitest.RunCheckingDevNull(m))
 }
 
 // offlineEnv is an environment in which nothing can be reached but the

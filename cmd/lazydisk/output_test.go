@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,7 +95,7 @@ func TestReadOutputs(t *testing.T) {
 		dev, _ := clitest.LoopDevice(t, devSize, 0xee)
 		mustCLI(t, "read", ref, "--range", "1M:64K,0:", "-o", dev)
 		want := append(append([]byte{}, data[1<<20:1<<20+64<<10]...), data...)
-		got := readDevice(t, dev, devSize)
+		got := clitest.ReadDevice(t, dev, devSize)
 		if !bytes.Equal(got[:len(want)], want) {
 			t.Error("the device does not hold the ranges at offsets 0 and 64 KiB")
 		}
@@ -112,7 +111,7 @@ func TestReadOutputs(t *testing.T) {
 		if code != 1 || !strings.Contains(errOut, dev+": block device of 1.0 MiB, smaller than the 3.0 MiB to write") {
 			t.Errorf("read to a small device: exit %d, %q", code, errOut)
 		}
-		if got := readDevice(t, dev, 1<<20); !bytes.Equal(got, bytes.Repeat([]byte{0xee}, 1<<20)) {
+		if got := clitest.ReadDevice(t, dev, 1<<20); !bytes.Equal(got, bytes.Repeat([]byte{0xee}, 1<<20)) {
 			t.Error("the refused device was written")
 		}
 	})
@@ -129,20 +128,6 @@ func TestReadOutputs(t *testing.T) {
 			t.Errorf("lazydisk read -o /dev/stdout: exit %d, %d bytes, %s", code, len(stdout), stderr)
 		}
 	})
-}
-
-func readDevice(t *testing.T, dev string, n int) []byte {
-	t.Helper()
-	f, err := os.Open(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := io.ReadFull(f, b); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestReadSparse reads a mostly-zero disk whole into a regular file: the

@@ -2,6 +2,7 @@ package clitest
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,21 @@ import (
 	"testing"
 	"time"
 )
+
+// ReadDevice returns the first n bytes of the device (or file) at path.
+func ReadDevice(t testing.TB, path string, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := io.ReadFull(f, b); err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return b
+}
 
 // NeedRoot skips t unless the test runs as root; what says what needs it.
 func NeedRoot(t testing.TB, what string) {
@@ -80,10 +96,22 @@ func LoopDevice(t testing.TB, size int64, fill byte) (dev, backing string) {
 	return dev, backing
 }
 
+// RunCheckingDevNull runs m's tests and returns the exit code for os.Exit:
+// 1 when they fail, and 1 too when /dev/null is no longer a character
+// device afterwards (a test's output written by rename once replaced it with
+// a regular file, breaking the machine). Packages that write outputs call it
+// from TestMain.
+func RunCheckingDevNull(m *testing.M) int {
+	code := m.Run()
+	if err := CheckDevNull(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		code = 1
+	}
+	return code
+}
+
 // CheckDevNull returns an error unless /dev/null is still a character
-// device: a test's output written by rename once replaced it with a regular
-// file, breaking the machine. Packages that write outputs call it from
-// TestMain after their tests.
+// device.
 func CheckDevNull() error {
 	fi, err := os.Lstat("/dev/null")
 	if err != nil {

@@ -18,14 +18,7 @@ import (
 	"github.com/lazydisk/lazydisk/internal/outfile"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if err := clitest.CheckDevNull(); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		code = 1
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(clitest.RunCheckingDevNull(m)) }
 
 // write creates path, writes data (with Skip for the parts named in skips,
 // which must be zeros) and commits.
@@ -331,26 +324,13 @@ func TestBlockDevice(t *testing.T) {
 	t.Parallel()
 	const devSize = 2 << 20
 	data, skips := disk()
-	read := func(t *testing.T, dev string) []byte {
-		t.Helper()
-		f, err := os.Open(dev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		b := make([]byte, devSize)
-		if _, err := io.ReadFull(f, b); err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
 	t.Run("zeros written", func(t *testing.T) {
 		t.Parallel()
 		dev, _ := clitest.LoopDevice(t, devSize, 0xff)
 		if err := write(t, dev, data, skips, outfile.WithSize(int64(len(data)))); err != nil {
 			t.Fatal(err)
 		}
-		got := read(t, dev)
+		got := clitest.ReadDevice(t, dev, devSize)
 		if !bytes.Equal(got[:len(data)], data) || !bytes.Equal(got[len(data):], bytes.Repeat([]byte{0xff}, devSize-len(data))) {
 			t.Error("the device does not hold the data followed by what was there")
 		}
@@ -364,7 +344,7 @@ func TestBlockDevice(t *testing.T) {
 		if err := write(t, dev, data, skips, outfile.WithDeviceZeroed(true)); err != nil {
 			t.Fatal(err)
 		}
-		got := read(t, dev)
+		got := clitest.ReadDevice(t, dev, devSize)
 		for _, s := range skips {
 			if !bytes.Equal(got[s[0]:s[0]+s[1]], bytes.Repeat([]byte{0xff}, s[1])) {
 				t.Errorf("the skipped run at %d was written", s[0])
