@@ -53,14 +53,14 @@ type Layer struct {
 //
 // ctx is bound to the Image and its files: once it is done, reads fail with
 // its error. It must outlive the Image.
-func OpenImage(ctx context.Context, r image.Reference, opts ...Option) (im *Image, err error) {
+func OpenImage(ctx context.Context, r image.Reference, opts ...Option) (_ *Image, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	o, err := newOptions(opts)
 	if err != nil {
 		cancel()
 		return nil, err
 	}
-	im = &Image{ctx: ctx, cancel: cancel, ref: r.String(), o: o, sem: make(chan struct{}, o.concurrency)}
+	im := &Image{ctx: ctx, cancel: cancel, ref: r.String(), o: o, sem: make(chan struct{}, o.concurrency)}
 	defer func() {
 		if err != nil {
 			im.Close()

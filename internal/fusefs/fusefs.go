@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -58,10 +59,23 @@ type Entry struct {
 	Ino uint64
 }
 
+// linkIno numbers the inodes of hard-linked files, unique in the process
+// whatever trees share a mount; go-fuse numbers the others from 1<<63.
+var linkIno atomic.Uint64
+
+func init() { linkIno.Store(1 << 62) }
+
 // Options configures New.
 type Options struct {
 	// Log receives the reads and opens that failed. The default discards.
 	Log *slog.Logger
+	// Writable mounts without MS_RDONLY, for trees whose nodes answer
+	// create or rmdir themselves (the layer store's use protocol); files
+	// still refuse writing.
+	Writable bool
+	// NoNegativeCache keeps the kernel from caching names that were not
+	// found, for trees whose names appear later (the layer store's images).
+	NoNegativeCache bool
 }
 
 // Tree is the root of a tree of entries, ready to mount.
@@ -153,7 +167,11 @@ func (t *Tree) OnAdd(ctx context.Context) {
 		default:
 			node = &specialNode{attr: e}
 		}
-		in := parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: e.Ino})
+		var ino uint64 // 0: go-fuse numbers it
+		if e.Ino != 0 {
+			ino = linkIno.Add(1)
+		}
+		in := parent.NewPersistentInode(ctx, node, fs.StableAttr{Mode: e.Mode & syscall.S_IFMT, Ino: ino})
 		parent.AddChild(base, in, true)
 		if e.Ino != 0 {
 			links[e.Ino] = in

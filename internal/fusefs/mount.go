@@ -48,22 +48,30 @@ func Mount(dir string, root fs.InodeEmbedder, o Options) (*Server, error) {
 		return nil, fmt.Errorf("mount point %s is not a directory", abs)
 	}
 	timeout := CacheTimeout
+	negative := timeout
+	if o.NoNegativeCache {
+		negative = 0
+	}
+	flags := uintptr(syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV)
+	if o.Writable {
+		flags &^= syscall.MS_RDONLY
+	}
 	opts := &fs.Options{
 		AttrTimeout:     &timeout,
 		EntryTimeout:    &timeout,
-		NegativeTimeout: &timeout,
+		NegativeTimeout: &negative,
 		MountOptions: fuse.MountOptions{
 			FsName:           FSName,
 			Name:             FSName,
 			DirectMount:      true,
-			DirectMountFlags: syscall.MS_RDONLY | syscall.MS_NOSUID | syscall.MS_NODEV,
+			DirectMountFlags: flags,
 			AllowOther:       os.Geteuid() == 0,
 			MaxReadAhead:     1 << 20,
 			MaxWrite:         1 << 20,
 			EnableLocks:      false,
 		},
 	}
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 && !o.Writable {
 		opts.MountOptions.Options = []string{"ro"}
 	}
 	srv, err := fs.Mount(abs, root, opts)
