@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -458,10 +460,45 @@ func TestMountErrors(t *testing.T) {
 		{[]string{"mount", "oci:x", file}, 2, "is not a directory"},
 		{[]string{"mount", "--all", "--file", "a", "oci:x", t.TempDir()}, 2, "--all mounts every file"},
 		{[]string{"mount", "--readahead", "lots", "oci:x", t.TempDir()}, 2, "--readahead"},
+		{[]string{"store"}, 2, "store needs --root DIR"},
+		{[]string{"store", "--root", "/nonexistent/dir"}, 2, "does not exist: create the directory first"},
+		{[]string{"store", "--root", file}, 2, "is not a directory"},
+		{[]string{"store", "--root", t.TempDir(), "--file", "a"}, 2, "--file does not apply to store"},
+		{[]string{"store", "--root", t.TempDir(), "--idle", "0s"}, 2, "--idle must be positive"},
+		{[]string{"store", "--root", t.TempDir(), "--auth-file", file}, 1, "is not a containers-auth.json file"},
+		{[]string{"store", "--root", t.TempDir(), "--auth-file", "/nonexistent/auth.json"}, 1, "--auth-file"},
 	} {
 		_, stderr, code := cli(t, c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 && code != 2 {
 			t.Errorf("lazydisk %s: exit %d, %q; want %d and %q", strings.Join(c.args, " "), code, stderr, c.code, c.want)
+		}
+	}
+}
+
+// TestAuthFileKeychain reads podman's auth.json format.
+func TestAuthFileKeychain(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "auth.json")
+	auth := base64.StdEncoding.EncodeToString([]byte("user:pa:ss"))
+	if err := os.WriteFile(p, []byte(`{"auths":{"registry.example.com":{"auth":"`+auth+`"},"https://other.example.com/v1/":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kc, err := authFileKeychain(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"registry.example.com", "other.example.com"} {
+		reg, err := name.NewRegistry(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := kc.Resolve(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := a.Authorization()
+		if err != nil || cfg.Username != "user" || cfg.Password != "pa:ss" {
+			t.Errorf("%s: credentials %+v, %v", host, cfg, err)
 		}
 	}
 }
