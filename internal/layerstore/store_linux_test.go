@@ -6,12 +6,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"go.podman.io/storage"
@@ -204,5 +209,90 @@ func TestContainersStorage(t *testing.T) {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Errorf("stat %s: %v, want not found", p, err)
 		}
+	}
+}
+
+// TestLayerDir reads a layer directory directly: info, blob, the diff tree,
+// the use protocol's answers, and an idle image closed and reopened by the
+// next read.
+func TestLayerDir(t *testing.T) {
+	if err := fusefs.Available(); err != nil {
+		t.Skipf("skipping: %v", err)
+	}
+	reg := testregistry.Start(t)
+	data := testdisk.Bytes(3<<20, 4)
+	var logs lockedBuffer
+	root, _ := serveStore(t, layerstore.Options{Idle: 300 * time.Millisecond, Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	name := reg.Host + "/store/dir:zstd"
+	pushDisk(t, "docker://"+name, data, toc.FormatZstdChunked)
+	ref, _ := image.Parse(name)
+	im, err := disk.OpenImage(t.Context(), ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := im.Layers()[0]
+	tocDigest, desc := l.Index().Digest, l.Descriptor()
+	diffID := im.ConfigFile().RootFS.DiffIDs[0].String()
+	im.Close()
+	dir := filepath.Join(root, base64.StdEncoding.EncodeToString([]byte(name)), tocDigest.String())
+
+	b, err := os.ReadFile(filepath.Join(dir, "info"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info layerstore.Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.TOCDigest != tocDigest || info.CompressedDigest.String() != desc.Digest.String() || info.CompressedSize != desc.Size ||
+		info.UncompressedDigest.String() != diffID || info.Compression != 4 || !slices.Contains(info.UIDs, 107) {
+		t.Errorf("info: %s", b)
+	}
+	blob, err := os.ReadFile(filepath.Join(dir, "blob"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := digest.FromBytes(blob).String(); got != desc.Digest.String() {
+		t.Errorf("blob hashes to %s, want %s", got, desc.Digest)
+	}
+	diskPath := filepath.Join(dir, "diff", "disk", "vm.img")
+	if got, err := os.ReadFile(diskPath); err != nil || !bytes.Equal(got, data) {
+		t.Errorf("diff/disk/vm.img differs from the disk (%v)", err)
+	}
+	if _, err := os.Create(filepath.Join(dir, "use")); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("creating use: %v, want ENOENT", err)
+	}
+	if err := unix.Rmdir(dir); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("rmdir of the layer: %v, want ENOENT", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "diff", "new"), nil, 0o644); err == nil {
+		t.Error("creating a file in diff/ succeeded")
+	}
+	if !strings.Contains(logs.String(), "layer used") || !strings.Contains(logs.String(), "layer released") {
+		t.Errorf("the use protocol is not logged:\n%s", logs.String())
+	}
+	// Nobody uses it now: it is closed, and a read opens it again.
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(logs.String(), "closed idle image") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "closed idle image") {
+		t.Fatalf("the idle image was not closed:\n%s", logs.String())
+	}
+	f, err := os.Open(diskPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Bypass the page cache, which still holds what was read before.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 65536)
+	if _, err := f.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data[1<<20:1<<20+65536]) {
+		t.Errorf("read after the image was closed: %v", err)
+	}
+	if n := strings.Count(logs.String(), "opened image"); n < 2 {
+		t.Errorf("the image was opened %d times, want it reopened after being idle:\n%s", n, logs.String())
 	}
 }
