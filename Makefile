@@ -72,11 +72,12 @@ demo: ## Convert the built-in sample disk to eStargz end to end, offline
 	$(GO) run ./cmd/lazydisk demo
 
 .PHONY: bench
-bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit; see docs/benchmarks.md)
+bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit, podman; see docs/benchmarks.md)
 	bash bench/run.sh
 	bash bench/run.sh -read
 	bash bench/run.sh -serve
 	bash bench/run.sh -sparse
+	bash bench/run.sh -store
 
 .PHONY: lint
 lint: ## gofmt and go vet (the product module and bench/)
