@@ -29,6 +29,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/lazydisk/lazydisk/internal/cstoragetest"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
 
@@ -231,9 +232,7 @@ func startStore(t *testing.T, env []string, args ...string) (string, *lockedBuff
 func needPodman(t *testing.T) {
 	t.Helper()
 	needFUSE(t)
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: podman with overlay storage needs root here")
-	}
+	cstoragetest.Skip(t) // root and overlay mounts, as podman's overlay driver needs them
 	if _, err := exec.LookPath("podman"); err != nil {
 		t.Skip("skipping: podman is not installed (apt-get install podman fuse3)")
 	}
