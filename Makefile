@@ -29,6 +29,13 @@ test: ## Run all tests (unit, in-process registry round trips, CLI; containers/s
 	$(GO) -C $(BENCHMOD) test -tags $(TAGS) $(TESTFLAGS) ./...
 	cd examples/embed && $(GO) test $(TESTFLAGS) ./...
 
+# The end-to-end tests with Debian's podman (lazydisk store as podman's
+# additional layer store): build tag e2e, root, FUSE and overlayfs; they skip
+# and say why when podman (apt-get install podman fuse3) is missing.
+.PHONY: test-e2e
+test-e2e: ## Run the end-to-end tests with podman (lazydisk store; needs root, podman, fuse3)
+	$(GO) test -tags $(TAGS),e2e $(TESTFLAGS) -run 'Podman' ./cmd/lazydisk/
+
 # FUZZTIME bounds each fuzz target; CI runs them briefly on every change,
 # with the seed corpus from toc/testdata/fuzz. It is a count, not a duration:
 # go1.26's fuzz coordinator can report "context deadline exceeded" when a
@@ -65,16 +72,18 @@ demo: ## Convert the built-in sample disk to eStargz end to end, offline
 	$(GO) run ./cmd/lazydisk demo
 
 .PHONY: bench
-bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit; see docs/benchmarks.md)
+bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fsprogs, libnbd-bin, nbdkit, podman; see docs/benchmarks.md)
 	bash bench/run.sh
 	bash bench/run.sh -read
 	bash bench/run.sh -serve
 	bash bench/run.sh -sparse
+	bash bench/run.sh -store
 
 .PHONY: lint
 lint: ## gofmt and go vet (the product module and bench/)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags $(TAGS) $(PKGS)
+	$(GO) vet -tags $(TAGS),e2e ./cmd/lazydisk/
 	$(GO) -C $(BENCHMOD) vet -tags $(TAGS) ./...
 	cd examples/embed && $(GO) vet ./...
 

@@ -10,6 +10,8 @@
 #                                    # needs nbdkit: apt-get install nbdkit)
 #   bash bench/run.sh -sparse        # read --range all of a 20 GiB sparse raw disk to a file vs
 #                                    # qemu-img convert through serve and a dense write
+#   bash bench/run.sh -store         # podman pull through lazydisk store vs a plain podman pull
+#                                    # (bin/benchstore; root, apt-get install podman fuse3)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -31,6 +33,7 @@ zstd_study=false
 read=false
 serve=false
 sparse=false
+store=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -49,6 +52,10 @@ for arg in "$@"; do
 		;;
 	-sparse | --sparse)
 		sparse=true
+		continue
+		;;
+	-store | --store)
+		store=true
 		continue
 		;;
 	esac
@@ -74,6 +81,18 @@ if $sparse; then
 	bash bench/mkdisk.sh -sparse "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchserve -sparse "$cache/disk-20g.img" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
+fi
+
+if $store; then
+	command -v podman >/dev/null || {
+		echo "run.sh: podman is missing; the store benchmark drives it: apt-get install podman fuse3" >&2
+		exit 2
+	}
+	go -C bench build -o "$root/bin/benchstore" ./cmd/benchstore
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash bench/mkdisk.sh "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchstore -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 if $serve; then

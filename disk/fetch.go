@@ -71,6 +71,9 @@ func newFetcher(ctx context.Context, b blob.Blob, format toc.Format, f *toc.File
 		ahead:      map[int]struct{}{},
 		aheadLimit: o.readahead,
 	}
+	if o.sem != nil {
+		fe.sem = o.sem
+	}
 	if o.readahead > 0 {
 		fe.wanted = make([]bool, len(f.Chunks))
 		// What readahead fetched stays cached until read: the readahead is

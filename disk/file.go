@@ -25,6 +25,7 @@ type File struct {
 	layer    v1.Descriptor
 	name     string
 	size     int64
+	entry    toc.File
 	format   toc.Format
 	blob     blob.Blob
 	tocStats blob.Stats
@@ -79,7 +80,9 @@ func newFile(ctx context.Context, cancel context.CancelFunc, b blob.Blob, ix *to
 	if err != nil {
 		return nil, err
 	}
-	f := &File{ctx: ctx, cancel: cancel, name: tf.Name, size: tf.Size, format: ix.Format, blob: b, fetch: fe}
+	entry := *tf
+	entry.Chunks = nil
+	f := &File{ctx: ctx, cancel: cancel, name: tf.Name, size: tf.Size, entry: entry, format: ix.Format, blob: b, fetch: fe}
 	if o.readahead > 0 {
 		f.ahead = newDetector(o.readahead, tf.Size, fe)
 	}
@@ -88,6 +91,10 @@ func newFile(ctx context.Context, cancel context.CancelFunc, b blob.Blob, ix *to
 
 // Name returns the file's path in the image, without a leading "/".
 func (f *File) Name() string { return f.name }
+
+// Entry returns the file's entry in its layer's TOC (type, mode, owner,
+// modification time, size), without its chunks.
+func (f *File) Entry() toc.File { return f.entry }
 
 // Size returns the file's size in bytes.
 func (f *File) Size() int64 { return f.size }

@@ -81,6 +81,9 @@ type options struct {
 	readahead     int64
 	tail          int64
 	signature     SignatureChecker
+	// sem, when set, is the semaphore of requests in flight that the files
+	// of one Image share.
+	sem chan struct{}
 }
 
 // WithFile reads the file at path in the image ("disk/fedora.qcow2"; a

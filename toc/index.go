@@ -2,10 +2,12 @@ package toc
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
 	"sort"
 	"strconv"
@@ -99,6 +101,10 @@ type File struct {
 	UID, GID int
 	ModTime  time.Time
 	LinkName string
+	// DevMajor and DevMinor are a character or block device's numbers.
+	DevMajor, DevMinor int64
+	// Xattrs are the entry's extended attributes (values decoded).
+	Xattrs map[string][]byte
 	// Digest is the sha256 of the whole file, when the TOC has it.
 	Digest digest.Digest
 	// Chunks tile a regular file's bytes in order.
@@ -407,6 +413,10 @@ func (ix *Index) addEStargzEntries(entries []*estargz.TOCEntry) error {
 		if err != nil {
 			return err
 		}
+		f.DevMajor, f.DevMinor = int64(e.DevMajor), int64(e.DevMinor)
+		if len(e.Xattrs) > 0 {
+			f.Xattrs = maps.Clone(e.Xattrs)
+		}
 		cur = f
 		if e.Type == "reg" && e.Size > 0 {
 			dg := e.ChunkDigest
@@ -452,6 +462,18 @@ func (ix *Index) addZstdEntries(entries []ZstdChunkedEntry) error {
 		f, err := ix.addFile(e.Name, e.Type, e.Size, e.Mode, e.UID, e.GID, mt, e.Linkname, e.Digest)
 		if err != nil {
 			return err
+		}
+		f.DevMajor, f.DevMinor = e.Devmajor, e.Devminor
+		for k, v := range e.Xattrs {
+			// containers/storage writes xattr values in base64.
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				return fmt.Errorf("%w: %q has xattr %q that is not base64", ErrInvalid, e.Name, k)
+			}
+			if f.Xattrs == nil {
+				f.Xattrs = map[string][]byte{}
+			}
+			f.Xattrs[k] = b
 		}
 		cur = f
 		if e.Type == "reg" && e.Size > 0 {

@@ -103,7 +103,7 @@ Image references:
 	}
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newDemoCmd(), newVersionCmd())
+	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newMountCmd(reg), newStoreCmd(reg), newDemoCmd(), newVersionCmd())
 	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd())
 	return root
 }
