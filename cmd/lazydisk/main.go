@@ -14,13 +14,40 @@ import (
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		s := <-sigs
+		// A second signal kills the process at once, as without lazydisk's
+		// handler.
+		signal.Stop(sigs)
+		cancel(signalError{s.(syscall.Signal)})
+	}()
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-	stop()
 	os.Exit(code)
 }
 
+// signalError is the cause of the context of a command that SIGINT or
+// SIGTERM stopped.
+type signalError struct{ sig syscall.Signal }
+
+func (s signalError) Error() string { return "interrupted by " + s.name() }
+
+func (s signalError) name() string {
+	switch s.sig {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.sig.String()
+}
+
 // run executes the command line args and returns the process exit code.
+// When a signal cancelled ctx (its cause is a signalError), the command has
+// cleaned up by the time it returns and the code is 128 plus the signal's
+// number, as shells report it: 130 for SIGINT, 143 for SIGTERM.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRootCmd()
 	root.SetArgs(args)
@@ -28,6 +55,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
+	var se signalError
+	if errors.As(context.Cause(ctx), &se) {
+		fmt.Fprintf(stderr, "lazydisk: %s\n", se)
+		return 128 + int(se.sig)
+	}
 	if err == nil {
 		return 0
 	}

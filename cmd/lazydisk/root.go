@@ -96,11 +96,38 @@ Image references:
   docker://HOST/REPO:TAG     a registry image (also HOST/REPO@sha256:...; "docker://" is optional)
   oci:DIR[:TAG]              an OCI image layout directory
   docker-archive:FILE[:REF]  a "docker save" tarball (source only)
-  disk:PATH                  a local qcow2/raw file, packaged as a containerDisk (source only)`,
-		SilenceUsage:      true,
-		SilenceErrors:     true,
-		DisableAutoGenTag: true,
+  disk:PATH                  a local qcow2/raw file, packaged as a containerDisk (source only)
+
+Exit codes:
+  0    success
+  1    failure
+  2    usage error: unknown command or flag, wrong arguments
+  3    verify, read --key, serve --key: no signature
+  4    a bad signature
+  5    content that does not match its signature
+  130  interrupted by SIGINT (after cleaning up)
+  143  stopped by SIGTERM (after cleaning up)`,
+		Version: strings.TrimPrefix(strings.TrimSuffix(versionLine(), "\n"), "lazydisk "),
+		// A root without subcommand: help; an unknown one: a usage error.
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q for %q", args[0], cmd.Name())
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf("; did you mean %q?", s[0])
+			}
+			return usagef("%s (run 'lazydisk --help' for the commands)", msg)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+		SuggestionsMinimumDistance: 2,
+		SilenceUsage:               true,
+		SilenceErrors:              true,
+		DisableAutoGenTag:          true,
 	}
+	root.SetVersionTemplate("lazydisk {{.Version}}\n")
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newDemoCmd(), newVersionCmd())

@@ -532,8 +532,9 @@ func TestServeCorrupt(t *testing.T) {
 	}
 }
 
-// TestServeSignal runs serve as a process and stops it with SIGTERM: it
-// exits 0, removes its socket and prints its stats.
+// TestServeSignal runs serve as a process and stops it with SIGINT and
+// SIGTERM: it removes its socket, prints its stats and exits 130 and 143, as
+// a shell reports a command those signals stopped.
 func TestServeSignal(t *testing.T) {
 	t.Parallel()
 	needClients(t, "nbdinfo")
@@ -546,42 +547,51 @@ func TestServeSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := socketIn(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, self, "serve", ref, "--listen", "unix://"+sock, "--stats")
-	cmd.Env = offlineEnv(t, execAsLazydisk+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stderr)
-	var rest strings.Builder
-	if !lines.Scan() || !readyLine.MatchString(lines.Text()) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("serve printed %q, not the ready line", lines.Text())
-	}
-	uri := readyLine.FindStringSubmatch(lines.Text())[3]
-	if out := tool(t, "nbdinfo", "--size", uri); strings.TrimSpace(out) != "1048576" {
-		t.Errorf("nbdinfo --size says %q", out)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for lines.Scan() {
-		rest.WriteString(lines.Text() + "\n")
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("serve after SIGTERM: %v; stderr %q", err, rest.String())
-	}
-	if !strings.HasPrefix(rest.String(), "served disk/vm.img (1.0 MiB, estargz) for ") || !strings.Contains(rest.String(), "1 connections") {
-		t.Errorf("serve printed %q after SIGTERM; want its stats", rest.String())
-	}
-	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
-		t.Errorf("the socket is still there after serve exited: %v", err)
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			t.Parallel()
+			sock := socketIn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, self, "serve", ref, "--listen", "unix://"+sock, "--stats")
+			cmd.Env = offlineEnv(t, execAsLazydisk+"=1")
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewScanner(stderr)
+			var rest strings.Builder
+			if !lines.Scan() || !readyLine.MatchString(lines.Text()) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("serve printed %q, not the ready line", lines.Text())
+			}
+			uri := readyLine.FindStringSubmatch(lines.Text())[3]
+			if out := tool(t, "nbdinfo", "--size", uri); strings.TrimSpace(out) != "1048576" {
+				t.Errorf("nbdinfo --size says %q", out)
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			for lines.Scan() {
+				rest.WriteString(lines.Text() + "\n")
+			}
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Errorf("serve after %s exited %d, want %d; stderr %q", tc.sig, code, tc.code, rest.String())
+			}
+			if !strings.HasPrefix(rest.String(), "served disk/vm.img (1.0 MiB, estargz) for ") || !strings.Contains(rest.String(), "1 connections") {
+				t.Errorf("serve printed %q after %s; want its stats", rest.String(), tc.sig)
+			}
+			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+				t.Errorf("the socket is still there after serve exited: %v", err)
+			}
+		})
 	}
 }
