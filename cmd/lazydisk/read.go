@@ -162,9 +162,9 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return usagef("refusing to write disk bytes to a terminal: use -o FILE, or -o - to insist")
 	}
 	start := time.Now()
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {

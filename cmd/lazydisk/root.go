@@ -97,6 +97,9 @@ Image references:
   oci:DIR[:TAG]              an OCI image layout directory
   docker-archive:FILE[:REF]  a "docker save" tarball (source only)
   disk:PATH                  a local qcow2/raw file, packaged as a containerDisk (source only)
+  PATH                       an existing local path, taken for what it is: a directory with an
+                             oci-layout file is oci:PATH, a tar docker-archive:PATH (source only),
+                             another file disk:PATH (source only)
 
 Exit codes:
   0    success
@@ -160,10 +163,10 @@ func exactArgs(n int) cobra.PositionalArgs {
 // parseSrcDst parses a command's source and destination references and
 // checks that the destination can be written, before any work is done.
 func parseSrcDst(srcArg, dstArg string) (src, dst image.Reference, err error) {
-	if src, err = image.Parse(srcArg); err != nil {
+	if src, err = image.ParseSource(srcArg); err != nil {
 		return src, dst, usageError{err}
 	}
-	if dst, err = image.Parse(dstArg); err != nil {
+	if dst, err = image.ParseDestination(dstArg); err != nil {
 		return src, dst, usageError{err}
 	}
 	if err = dst.CheckWritable(); err != nil {

@@ -136,9 +136,9 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	start := time.Now()
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {

@@ -98,7 +98,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}

@@ -109,7 +109,7 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	if o.format != "table" && o.format != "json" {
 		return usagef("--format must be table or json, not %q", o.format)
 	}
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}

@@ -142,7 +142,7 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 	if p != nil {
 		opts = append(opts, verify.WithPlatform(*p))
 	}
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}
