@@ -67,13 +67,28 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitCode(err)
 }
 
+// exitStatusError is the failure of a command lazydisk ran for the user
+// (serve --run), whose exit status lazydisk exits with.
+type exitStatusError struct {
+	code int
+	what string
+}
+
+func (e exitStatusError) Error() string {
+	return fmt.Sprintf("%s exited with status %d", e.what, e.code)
+}
+
 // exitCode is the exit status for a failed command: 2 for usage errors,
 // 3, 4 and 5 for a missing or bad signature and content that does not match
-// it (see verify --help), 1 otherwise.
+// it (see verify --help), a --run command's own status, 1 otherwise.
 func exitCode(err error) int {
 	var ue usageError
 	if errors.As(err, &ue) {
 		return 2
+	}
+	var es exitStatusError
+	if errors.As(err, &es) {
+		return es.code
 	}
 	if code := verifyExitCode(err); code != 0 {
 		return code
