@@ -16,7 +16,8 @@ import (
 // that names an existing local path is taken for what it is, as a user who
 // typed it means:
 //
-//   - a directory holding an oci-layout file is oci:DIR;
+//   - a directory holding an oci-layout file is oci:DIR, and DIR:TAG is
+//     oci:DIR:TAG;
 //   - a tar archive (a `docker save` output) is docker-archive:FILE;
 //   - any other regular file is disk:FILE, a qcow2 or raw disk.
 //
@@ -43,6 +44,12 @@ var pathSuffixes = []string{".qcow2", ".img", ".raw", ".iso", ".vmdk", ".vhd", "
 func parseLocal(s string, dest bool) (Reference, error) {
 	if s == "" || explicitTransport(s) || hasRegistryHost(s) {
 		return Parse(s)
+	}
+	// DIR:TAG, an image in an existing OCI layout.
+	if i := strings.LastIndex(s, ":"); i > 0 && !strings.Contains(s[i+1:], "/") {
+		if _, err := os.Stat(filepath.Join(s[:i], "oci-layout")); err == nil {
+			return parseOCI(s, s)
+		}
 	}
 	fi, err := os.Stat(s)
 	if err != nil {

@@ -56,6 +56,8 @@ func TestParseSourceAndDestination(t *testing.T) {
 		{in: p("saved.tar"), transport: image.DockerArchive, path: p("saved.tar")},
 		{in: p("layout"), transport: image.OCI, path: p("layout")},
 		{in: p("layout"), dest: true, transport: image.OCI, path: p("layout")},
+		{in: p("layout") + ":v1", transport: image.OCI, path: p("layout")},
+		{in: p("layout") + ":v2", dest: true, transport: image.OCI, path: p("layout")},
 		{in: p("plain"), want: image.ErrInvalidReference, wantMsg: "not an OCI layout"},
 		{in: p("plain"), dest: true, want: image.ErrInvalidReference, wantMsg: "write oci:" + p("plain")},
 		{in: p("missing.qcow2"), want: image.ErrNotFound, wantMsg: "no such file or directory"},

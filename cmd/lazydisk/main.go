@@ -5,12 +5,15 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
@@ -54,18 +57,58 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	err := root.ExecuteContext(ctx)
+	cmd, err := root.ExecuteContextC(ctx)
 	var se signalError
 	if errors.As(context.Cause(ctx), &se) {
-		fmt.Fprintf(stderr, "lazydisk: %s\n", se)
-		return 128 + int(se.sig)
+		err = se
 	}
 	if err == nil {
 		return 0
 	}
+	code := exitCode(err)
 	fmt.Fprintf(stderr, "lazydisk: %s\n", oneLine(err))
-	return exitCode(err)
+	if cmd != nil && jsonFormat(cmd) && !errors.As(err, new(reportedError)) {
+		// Scripts read the error where they read the result.
+		je := jsonError{Error: oneLine(err), ExitCode: code}
+		if cmd.Annotations[annotationJSONOn] == "stderr" {
+			// One line, as the statistics read and serve print there.
+			_ = json.NewEncoder(stderr).Encode(je)
+		} else {
+			_ = printJSON(stdout, je)
+		}
+	}
+	return code
 }
+
+// jsonError is what a command run with --format json prints when it fails
+// (docs/json.md).
+type jsonError struct {
+	Error    string `json:"error"`
+	ExitCode int    `json:"exitCode"`
+}
+
+// annotationJSONOn, set to "stderr" on a command, says that it prints its
+// JSON result, and so its JSON error, on stderr (read and serve, whose
+// stdout is the disk's bytes or the URI).
+const annotationJSONOn = "lazydisk/json-on"
+
+// jsonFormat reports whether cmd was asked for --format json (or, for read
+// and serve, --stats=json).
+func jsonFormat(cmd *cobra.Command) bool {
+	for _, name := range []string{"format", "stats"} {
+		if f := cmd.Flags().Lookup(name); f != nil && f.Value.String() == "json" {
+			return true
+		}
+	}
+	return false
+}
+
+// reportedError marks the error of a command that has already printed it
+// in its --format json result (verify, annotate --check).
+type reportedError struct{ err error }
+
+func (r reportedError) Error() string { return r.err.Error() }
+func (r reportedError) Unwrap() error { return r.err }
 
 // exitStatusError is the failure of a command lazydisk ran for the user
 // (serve --run), whose exit status lazydisk exits with.
@@ -89,6 +132,10 @@ func exitCode(err error) int {
 	var es exitStatusError
 	if errors.As(err, &es) {
 		return es.code
+	}
+	var se signalError
+	if errors.As(err, &se) {
+		return 128 + int(se.sig)
 	}
 	if code := verifyExitCode(err); code != 0 {
 		return code

@@ -30,7 +30,7 @@ type serveOptions struct {
 	allowRemote bool
 	readahead   string
 	maxConns    int
-	stats       string
+	stats       statsFlags
 	verbose     bool
 	printURI    bool
 	pidfile     string
@@ -106,7 +106,7 @@ temporary directory, removed afterwards.`,
   lazydisk serve registry.example.com/vm/fedora:41 --listen tcp://127.0.0.1:10809 \
       --key cosign.pub --cache-dir ~/.cache/lazydisk --stats
   qemu-system-x86_64 -m 2G -snapshot -drive file=nbd://127.0.0.1:10809,format=qcow2,if=virtio`,
-		Args:              exactArgs(1),
+		Args:              oneRefArg,
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), cmd, args[0])
@@ -120,15 +120,13 @@ temporary directory, removed afterwards.`,
 	f.BoolVar(&o.allowRemote, "allow-remote", false, "allow a TCP address other machines can reach (the server has no TLS or authentication)")
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads, all streams together (0: none; at most half of --cache-size)")
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
-	f.StringVar(&o.stats, "stats", "", "on exit, print connections, requests, bytes served and fetched to stderr: text or json")
-	f.Lookup("stats").NoOptDefVal = "text"
+	o.stats.addFlags(cmd, "on exit, print connections, requests, bytes served and fetched to stderr")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and failed requests too")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("run", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("max-connections", cobra.NoFileCompletions)
-	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
 	return cmd
 }
 
@@ -152,7 +150,8 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if !o.allowRemote && !addr.Loopback() {
 		return usagef("--listen %s: other machines could reach it, and the NBD server has no TLS or authentication; listen on a unix socket, 127.0.0.1 or [::1], or pass --allow-remote", o.listen)
 	}
-	if err := checkStatsFlag(o.stats); err != nil {
+	statsFormat, err := o.stats.resolve(cmd)
+	if err != nil {
 		return err
 	}
 	readahead, err := size.Parse(o.readahead)
@@ -188,7 +187,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	defer f.Close()
 	srv, err := nbd.New([]nbd.Export{{
 		Name:        f.Name(),
-		Description: fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
+		Description: fmt.Sprintf("%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
 		Backend:     exportBackend{f},
 	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
 	if err != nil {
@@ -199,7 +198,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	uri := nbd.URI(ln.Addr(), "")
-	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
+	fmt.Fprintf(stderr, "serving %s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
 	if o.pidfile != "" {
 		if err := outfile.WriteFile(ctx, o.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			ln.Close()
@@ -227,8 +226,8 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	stopServing()                 // stops a --run command still running
 	<-ran
 	f.Close() // cancels the readahead
-	if o.stats != "" {
-		o.printStats(stderr, f, srv.Stats(), time.Since(start))
+	if statsFormat != "" {
+		o.printStats(statsFormat, stderr, f, srv.Stats(), time.Since(start))
 	}
 	if err != nil {
 		return err
@@ -313,12 +312,12 @@ type serveStats struct {
 	NBD nbd.Stats `json:"nbd"`
 }
 
-func (o *serveOptions) printStats(w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
+func (o *serveOptions) printStats(format string, w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
 	st := serveStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Seconds: took.Seconds(), Stats: f.Stats(), NBD: ns}
 	if h, ok := f.Signed(); ok {
 		st.Signed = h.String()
 	}
-	if o.stats == "json" {
+	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return

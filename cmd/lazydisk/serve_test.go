@@ -77,7 +77,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // readyLine is what serve prints once it listens.
-var readyLine = regexp.MustCompile(`(?m)^serving /(\S+) \((\d+) bytes, [^)]+\) at (nbd\S+)$`)
+var readyLine = regexp.MustCompile(`(?m)^serving (\S+) \((\d+) bytes, [^)]+\) at (nbd\S+)$`)
 
 // server is a `lazydisk serve` running in-process.
 type server struct {
@@ -266,7 +266,7 @@ func TestServe(t *testing.T) {
 				t.Errorf("ready line %q", m[0])
 			}
 
-			if list := tool(t, "nbdinfo", "--list", s.uri); !strings.Contains(list, `export="disk/vm.qcow2"`) || !strings.Contains(list, "description: /disk/vm.qcow2 of "+ref+" (manifest sha256:") {
+			if list := tool(t, "nbdinfo", "--list", s.uri); !strings.Contains(list, `export="disk/vm.qcow2"`) || !strings.Contains(list, "description: disk/vm.qcow2 of "+ref+" (manifest sha256:") {
 				t.Errorf("nbdinfo --list says:\n%s", list)
 			}
 			info := tool(t, "qemu-img", "info", s.uri)

@@ -166,7 +166,10 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		if jerr := printJSON(cmd.OutOrStdout(), out); jerr != nil {
 			return jerr
 		}
-		return err
+		if err != nil {
+			return reportedError{err}
+		}
+		return nil
 	}
 	printReport(cmd.OutOrStdout(), rep, err)
 	return err

@@ -50,15 +50,32 @@ func versionLine() string {
 	return fmt.Sprintf("lazydisk %s %s %s/%s\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
+// versionOutput is what version --format json prints.
+type versionOutput struct {
+	Version   string `json:"version"`
+	GoVersion string `json:"goVersion"`
+	Platform  string `json:"platform"`
+}
+
 func newVersionCmd() *cobra.Command {
-	return &cobra.Command{
+	format := "text"
+	cmd := &cobra.Command{
 		Use:     "version",
 		Short:   "Print the lazydisk version",
-		Example: "  lazydisk version\n  lazydisk --version",
+		Example: "  lazydisk version\n  lazydisk --version\n  lazydisk version --format json",
 		Args:    exactArgs(0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkTextOrJSON("format", format); err != nil {
+				return err
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), versionOutput{Version: version(), GoVersion: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH})
+			}
 			fmt.Fprint(cmd.OutOrStdout(), versionLine())
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
+	return cmd
 }

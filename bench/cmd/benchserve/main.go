@@ -221,7 +221,7 @@ type proc struct {
 	err    error // cmd.Wait's
 }
 
-var readyLine = regexp.MustCompile(`^serving /\S+ \(\d+ bytes, [^)]+\) at (nbd\S+)$`)
+var readyLine = regexp.MustCompile(`^serving /?\S+ \(\d+ bytes, [^)]+\) at (nbd\S+)$`)
 
 // start starts s on a fresh unix socket and returns once it accepts
 // connections.
