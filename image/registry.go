@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -42,10 +44,39 @@ func writeRegistry(ctx context.Context, r Reference, a Artifact, o options) erro
 	if err != nil {
 		return err
 	}
+	var updates chan v1.Update
+	forwarded := make(chan struct{})
+	if o.progress != nil {
+		// go-containerregistry closes the channel when the write ends.
+		updates = make(chan v1.Update, 64)
+		opts = append(opts, remote.WithProgress(updates))
+		go func() {
+			defer close(forwarded)
+			var last v1.Update
+			for u := range updates {
+				if u.Error == nil {
+					last = u
+					o.progress(Progress{Written: u.Complete, Total: u.Total})
+				}
+			}
+			o.progress(Progress{Written: last.Complete, Total: last.Total, Done: true})
+		}()
+	} else {
+		close(forwarded)
+	}
 	if a.Index != nil {
 		err = remote.WriteIndex(ref, a.Index, opts...)
 	} else {
 		err = remote.Write(ref, a.Image, opts...)
+	}
+	if updates != nil && err != nil {
+		// A write that failed early may not have used the channel.
+		select {
+		case <-forwarded:
+		case <-time.After(time.Second):
+		}
+	} else {
+		<-forwarded
 	}
 	if err != nil {
 		return registryError("writing", r, err)

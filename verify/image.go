@@ -295,6 +295,9 @@ func deepCheck(ctx context.Context, b blob.Blob, d v1.Descriptor, diffID v1.Hash
 				return nil, "", werr
 			}
 			off += int64(n)
+			if o.progress != nil {
+				o.progress(Progress{Layer: d.Digest, Read: off, Total: b.Size(), Done: off >= b.Size()})
+			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, "", err

@@ -144,7 +144,7 @@ func (o *annotateOptions) print(cmd *cobra.Command, res *annotate.Result) {
 		_ = printJSON(cmd.OutOrStdout(), res)
 		return
 	}
-	w := cmd.ErrOrStderr()
+	w := o.reg.info(cmd)
 	for _, img := range res.Images {
 		name := "image"
 		if img.Platform != nil {

@@ -65,8 +65,8 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 	fmt.Fprintf(w, "2. lazydisk convert --estargz disk:%s %s\n", sample.Name, dst)
 
 	o := &convertOptions{
-		reg: &registryOptions{}, estargz: true, chunkSize: size.Format(convert.DefaultChunkSize),
-		format: "text", progress: "never",
+		reg: &registryOptions{progress: "never"}, estargz: true, chunkSize: size.Format(convert.DefaultChunkSize),
+		format: "text",
 	}
 	var digestOut strings.Builder
 	conv := &cobra.Command{}

@@ -13,13 +13,14 @@ import (
 )
 
 type keygenOptions struct {
+	reg    *registryOptions
 	format string
 	prefix string
 	force  bool
 }
 
-func newKeygenCmd() *cobra.Command {
-	o := &keygenOptions{}
+func newKeygenCmd(reg *registryOptions) *cobra.Command {
+	o := &keygenOptions{reg: reg}
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Make a cosign key pair (PREFIX.key, PREFIX.pub) for sign and verify",
@@ -90,6 +91,6 @@ func (o *keygenOptions) run(cmd *cobra.Command) error {
 	if o.format == "json" {
 		return printJSON(cmd.OutOrStdout(), keygenOutput{PrivateKey: privPath, PublicKey: pubPath})
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
+	fmt.Fprintf(o.reg.info(cmd), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
 	return nil
 }

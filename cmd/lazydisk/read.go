@@ -187,12 +187,21 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return err
 	}
 	var read int64
+	var w io.Writer = out
+	if o.disk.reg.showProgress() {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		w = &progressWriter{File: out, show: func(n int64, done bool) { pr.show("reading "+f.Name(), n, total, done) }}
+	}
 	for _, r := range ranges {
-		m, werr := f.WriteRange(out, r.off, r.n)
+		m, werr := f.WriteRange(w, r.off, r.n)
 		read += m
 		if err = werr; err != nil {
 			break
 		}
+	}
+	if pw, ok := w.(*progressWriter); ok && err == nil {
+		pw.show(pw.n, true)
 	}
 	if err == nil {
 		err = out.Commit()
@@ -201,6 +210,30 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	}
 	if statsFormat != "" {
 		o.printStats(statsFormat, cmd.ErrOrStderr(), f, read, time.Since(start))
+	}
+	return err
+}
+
+// progressWriter counts the bytes written to, and skipped in, an output
+// for read's progress.
+type progressWriter struct {
+	*outfile.File
+	n    int64
+	show func(n int64, done bool)
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	n, err := w.File.Write(p)
+	w.n += int64(n)
+	w.show(w.n, false)
+	return n, err
+}
+
+func (w *progressWriter) Skip(n int64) error {
+	err := w.File.Skip(n)
+	if err == nil {
+		w.n += n
+		w.show(w.n, false)
 	}
 	return err
 }

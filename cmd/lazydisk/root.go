@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 
@@ -49,23 +50,75 @@ func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
 
-// registryOptions are the flags every command that talks to a registry takes.
+// registryOptions are the flags every command takes: how to reach
+// registries, and what to print besides the result (progress, --quiet,
+// --verbose).
 type registryOptions struct {
 	plainHTTP bool
 	insecure  bool
+	verbose   bool
+	quiet     bool
+	progress  string
 	// transport, when set, replaces the HTTP transport (tests).
 	transport http.RoundTripper
+	// stderr is the command's, for progress; errw the same for writers on
+	// several goroutines (the log, serve's --run command).
+	stderr io.Writer
+	errw   *syncWriter
 }
 
 func (r *registryOptions) addFlags(cmd *cobra.Command) {
-	cmd.PersistentFlags().BoolVar(&r.plainHTTP, "plain-http", false, "use plain HTTP for registries (always on for localhost, 127.0.0.1 and [::1])")
-	cmd.PersistentFlags().BoolVar(&r.insecure, "insecure", false, "skip TLS certificate verification for registries")
+	f := cmd.PersistentFlags()
+	f.BoolVar(&r.plainHTTP, "plain-http", false, "use plain HTTP for registries (always on for localhost, 127.0.0.1 and [::1])")
+	f.BoolVar(&r.insecure, "insecure", false, "skip TLS certificate verification for registries")
+	f.BoolVarP(&r.verbose, "verbose", "v", false, "log what lazydisk does to stderr: HTTP requests (never their credentials, tokens or signed URLs' queries), serve's connections")
+	f.BoolVar(&r.verbose, "debug", false, "the same as --verbose")
+	f.BoolVarP(&r.quiet, "quiet", "q", false, "print only results and errors: no progress, no summaries on stderr")
+	f.StringVar(&r.progress, "progress", "auto", "bytes, rate and ETA of long phases on stderr: auto (when it is a terminal), always or never")
+	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		r.stderr = cmd.ErrOrStderr()
+		r.errw = &syncWriter{w: r.stderr}
+		switch r.progress {
+		case "auto", "always", "never":
+		default:
+			return usagef("--progress must be auto, always or never, not %q", r.progress)
+		}
+		return nil
+	}
+}
+
+// showProgress reports whether progress goes to stderr.
+func (r *registryOptions) showProgress() bool {
+	if r.quiet || r.stderr == nil {
+		return false
+	}
+	return r.progress == "always" || r.progress == "auto" && isTerminal(r.stderr)
+}
+
+// info is where summaries for people go: stderr, or nowhere with --quiet.
+func (r *registryOptions) info(cmd *cobra.Command) io.Writer {
+	if r.quiet {
+		return io.Discard
+	}
+	return cmd.ErrOrStderr()
+}
+
+// logger is the --verbose log on stderr (nil without --verbose).
+func (r *registryOptions) logger() *slog.Logger {
+	if !r.verbose || r.errw == nil {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(r.errw, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // imageOptions are the options for reaching images the flags ask for, with
 // lazydisk's user agent.
 func (r *registryOptions) imageOptions() []image.Option {
 	opts := []image.Option{image.WithUserAgent("lazydisk/" + version())}
+	if l := r.logger(); l != nil {
+		opts = append(opts, image.WithLogger(l))
+	}
 	if r.plainHTTP {
 		opts = append(opts, image.WithPlainHTTP())
 	}
@@ -134,7 +187,7 @@ Exit codes:
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newDemoCmd(), newVersionCmd())
-	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd())
+	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd(reg))
 	return root
 }
 

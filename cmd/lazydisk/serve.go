@@ -31,7 +31,6 @@ type serveOptions struct {
 	readahead   string
 	maxConns    int
 	stats       statsFlags
-	verbose     bool
 	printURI    bool
 	pidfile     string
 	runCmd      string
@@ -121,7 +120,6 @@ temporary directory, removed afterwards.`,
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads, all streams together (0: none; at most half of --cache-size)")
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
 	o.stats.addFlags(cmd, "on exit, print connections, requests, bytes served and fetched to stderr")
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and failed requests too")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("run", cobra.NoFileCompletions)
@@ -168,9 +166,12 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	opts = append(opts, disk.WithReadahead(readahead))
 	// The log, the --run command's output copied by os/exec and the stats
 	// may be written at once.
-	stderr := &syncWriter{w: cmd.ErrOrStderr()}
+	stderr := o.disk.reg.errw
+	if stderr == nil {
+		stderr = &syncWriter{w: cmd.ErrOrStderr()}
+	}
 	level := slog.LevelInfo
-	if o.verbose {
+	if o.disk.reg.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
@@ -198,7 +199,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	uri := nbd.URI(ln.Addr(), "")
-	fmt.Fprintf(stderr, "serving %s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
+	fmt.Fprintf(o.disk.reg.info(cmd), "serving %s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
 	if o.pidfile != "" {
 		if err := outfile.WriteFile(ctx, o.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			ln.Close()

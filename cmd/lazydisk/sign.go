@@ -121,7 +121,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if o.format == "json" {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
-	printSigned(cmd.ErrOrStderr(), res)
+	printSigned(o.reg.info(cmd), res)
 	fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 	return nil
 }

@@ -154,6 +154,13 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		return err
 	}
 	opts = append(opts, verify.WithImageOptions(o.reg.imageOptions()...))
+	if o.deep && o.reg.showProgress() {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		opts = append(opts, verify.WithProgress(func(p verify.Progress) {
+			pr.phase("fetching layer "+shortDigest(p.Layer.String()), p.Layer.String(), p.Read, p.Total, p.Done)
+		}))
+	}
 	rep, err := verify.Image(ctx, ref, v, opts...)
 	if rep == nil {
 		return err
