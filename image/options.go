@@ -328,7 +328,11 @@ func PullClient(ctx context.Context, r Reference, opts ...Option) (*http.Client,
 	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(rt, o.userAgent),
 		[]string{repo.Scope(transport.PullScope)})
 	if err != nil {
-		return nil, registryError("reading", r, err)
+		sent := credsNone
+		if auth != authn.Anonymous {
+			sent = credsSent
+		}
+		return nil, registryErrorCreds("reading", r, "", err, sent)
 	}
 	return &http.Client{
 		Transport:     &pullTransport{RoundTripper: tr, owned: owned},

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"strings"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
@@ -59,6 +61,9 @@ type registryOptions struct {
 	verbose   bool
 	quiet     bool
 	progress  string
+	authfile  string
+	creds     string
+	token     string
 	// transport, when set, replaces the HTTP transport (tests).
 	transport http.RoundTripper
 	// stderr is the command's, for progress; errw the same for writers on
@@ -75,6 +80,12 @@ func (r *registryOptions) addFlags(cmd *cobra.Command) {
 	f.BoolVar(&r.verbose, "debug", false, "the same as --verbose")
 	f.BoolVarP(&r.quiet, "quiet", "q", false, "print only results and errors: no progress, no summaries on stderr")
 	f.StringVar(&r.progress, "progress", "auto", "bytes, rate and ETA of long phases on stderr: auto (when it is a terminal), always or never")
+	f.StringVar(&r.authfile, "authfile", "", "registry credentials file, as login writes it (default: $REGISTRY_AUTH_FILE, else the Docker config)")
+	f.StringVar(&r.creds, "creds", "", "USER:PASS for every registry this command talks to (instead of stored credentials)")
+	f.StringVar(&r.token, "registry-token", "", "a bearer token for every registry this command talks to")
+	_ = cmd.MarkPersistentFlagFilename("authfile", "json")
+	_ = cmd.RegisterFlagCompletionFunc("creds", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("registry-token", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
 		r.stderr = cmd.ErrOrStderr()
@@ -84,8 +95,40 @@ func (r *registryOptions) addFlags(cmd *cobra.Command) {
 		default:
 			return usagef("--progress must be auto, always or never, not %q", r.progress)
 		}
+		if r.creds != "" && r.token != "" {
+			return usagef("--creds and --registry-token cannot be combined")
+		}
+		if r.creds != "" && !strings.Contains(r.creds, ":") {
+			return usagef("--creds must be USER:PASS")
+		}
 		return nil
 	}
+}
+
+// authFile is the credentials file login and logout write.
+func (r *registryOptions) authFile() (string, error) {
+	if r.authfile != "" {
+		return r.authfile, nil
+	}
+	return image.AuthFile()
+}
+
+// keychain finds the credentials the flags ask for: --creds or
+// --registry-token for every registry; else --authfile or
+// $REGISTRY_AUTH_FILE first, then the Docker config and its helpers.
+func (r *registryOptions) keychain() authn.Keychain {
+	switch {
+	case r.creds != "":
+		user, pass, _ := strings.Cut(r.creds, ":")
+		return image.StaticKeychain(authn.AuthConfig{Username: user, Password: pass})
+	case r.token != "":
+		return image.StaticKeychain(authn.AuthConfig{RegistryToken: r.token})
+	case r.authfile != "":
+		return authn.NewMultiKeychain(image.AuthFileKeychain(r.authfile), authn.DefaultKeychain)
+	case os.Getenv("REGISTRY_AUTH_FILE") != "":
+		return authn.NewMultiKeychain(image.AuthFileKeychain(os.Getenv("REGISTRY_AUTH_FILE")), authn.DefaultKeychain)
+	}
+	return nil
 }
 
 // showProgress reports whether progress goes to stderr.
@@ -118,6 +161,9 @@ func (r *registryOptions) imageOptions() []image.Option {
 	opts := []image.Option{image.WithUserAgent("lazydisk/" + version())}
 	if l := r.logger(); l != nil {
 		opts = append(opts, image.WithLogger(l))
+	}
+	if k := r.keychain(); k != nil {
+		opts = append(opts, image.WithKeychain(k))
 	}
 	if r.plainHTTP {
 		opts = append(opts, image.WithPlainHTTP())
@@ -187,7 +233,7 @@ Exit codes:
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newDemoCmd(), newVersionCmd())
-	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd(reg))
+	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd(reg), newLoginCmd(reg), newLogoutCmd(reg))
 	return root
 }
 
