@@ -134,7 +134,7 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 // reported marks err as printed in the --format json result.
 func (o *annotateOptions) reported(err error) error {
 	if o.format == "json" {
-		return reportedError{err}
+		return reportedError{err: err}
 	}
 	return err
 }

@@ -66,7 +66,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 0
 	}
 	code := exitCode(err)
-	fmt.Fprintf(stderr, "lazydisk: %s\n", oneLine(err))
+	msg := oneLine(err)
+	var re reportedError
+	if errors.As(err, &re) && re.summary != "" {
+		msg = re.summary
+	}
+	fmt.Fprintf(stderr, "lazydisk: %s\n", msg)
 	if cmd != nil && jsonFormat(cmd) && !errors.As(err, new(reportedError)) {
 		// Scripts read the error where they read the result.
 		je := jsonError{Error: oneLine(err), ExitCode: code}
@@ -104,8 +109,12 @@ func jsonFormat(cmd *cobra.Command) bool {
 }
 
 // reportedError marks the error of a command that has already printed it
-// in its --format json result (verify, annotate --check).
-type reportedError struct{ err error }
+// in its result (verify, annotate --check), so that it is not printed in
+// JSON again, and, with a summary, not in full on stderr either.
+type reportedError struct {
+	err     error
+	summary string
+}
 
 func (r reportedError) Error() string { return r.err.Error() }
 func (r reportedError) Unwrap() error { return r.err }

@@ -174,11 +174,19 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 			return jerr
 		}
 		if err != nil {
-			return reportedError{err}
+			return reportedError{err: err}
 		}
 		return nil
 	}
 	printReport(cmd.OutOrStdout(), rep, err)
+	if s := rep.Signature; errors.Is(err, verify.ErrBadSignature) && len(s.Rejected) > 0 && len(s.Verified) == 0 {
+		// The report has each signature's reason; say it once.
+		n := "1 signature"
+		if len(s.Rejected) > 1 {
+			n = fmt.Sprintf("%d signatures", len(s.Rejected))
+		}
+		return reportedError{err: err, summary: fmt.Sprintf("bad signature for %s in %s: %s found, none valid for this key (why: above)", s.Digest, rep.Reference, n)}
+	}
 	return err
 }
 
