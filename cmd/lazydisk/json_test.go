@@ -92,6 +92,7 @@ func TestJSONFields(t *testing.T) {
 		{name: "annotate --check", args: []string{"annotate", "--check", "--format", "json", layout + ":v1"}},
 		{name: "sign", args: []string{"sign", "--format", "json", "--key", key + ".key", layout + ":v2"}},
 		{name: "verify", args: []string{"verify", "--format", "json", "--deep", "--key", key + ".pub", layout + ":v1"}},
+		{name: "copy", args: []string{"copy", "--format", "json", layout + ":v1", "oci:" + filepath.Join(dir, "copied")}},
 		{name: "read", args: []string{"read", "--format", "json", "--range", "0:4K", layout + ":v1"}, stderr: true},
 		{name: "serve", args: []string{"serve", "--format", "json", "--run", "true", layout + ":v1"}, stderr: true},
 		{name: "error", args: []string{"toc", "--format", "json", "oci:" + filepath.Join(dir, "missing")}, code: 1},

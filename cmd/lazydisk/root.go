@@ -233,7 +233,7 @@ Exit codes:
 	reg.addFlags(root)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newConvertCmd(reg), newTocCmd(reg), newAnnotateCmd(reg), newReadCmd(reg), newServeCmd(reg), newDemoCmd(), newVersionCmd())
-	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd(reg), newLoginCmd(reg), newLogoutCmd(reg))
+	root.AddCommand(newSignCmd(reg), newVerifyCmd(reg), newKeygenCmd(reg), newLoginCmd(reg), newLogoutCmd(reg), newCopyCmd(reg))
 	return root
 }
 
