@@ -72,7 +72,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		msg = re.summary
 	}
 	fmt.Fprintf(stderr, "lazydisk: %s\n", msg)
-	if cmd != nil && jsonFormat(cmd) && !errors.As(err, new(reportedError)) {
+	// A signal is how serve is stopped, not a failure to report in JSON.
+	if cmd != nil && jsonFormat(cmd) && !errors.As(err, new(reportedError)) && !errors.As(err, new(signalError)) {
 		// Scripts read the error where they read the result.
 		je := jsonError{Error: oneLine(err), ExitCode: code}
 		if cmd.Annotations[annotationJSONOn] == "stderr" {
