@@ -61,3 +61,44 @@ func ExampleConvert() {
 	// application/vnd.oci.image.layer.v1.tar+zstd true
 	// signed the result: true true
 }
+
+// Copying a signed image from one OCI layout to another as it is, with its
+// signatures, as `lazydisk copy oci:A:v1 oci:B:v1` does; an offline
+// registry (docker://...) works the same way.
+func ExampleCopy() {
+	dir, err := os.MkdirTemp("", "copy")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, "vm.img")
+	if err := os.WriteFile(path, []byte(strings.Repeat("a sector of the disk\n", 5000)), 0o644); err != nil {
+		log.Fatal(err)
+	}
+	src, _ := image.Parse("disk:" + path)
+	a, _ := image.Parse("oci:" + filepath.Join(dir, "a") + ":v1")
+	b, _ := image.Parse("oci:" + filepath.Join(dir, "b") + ":v1")
+	privPEM, _, err := sign.GenerateKeyPair([]byte("password"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	signer, err := sign.LoadPrivateKey(privPEM, []byte("password"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	conv, err := lazydisk.Convert(context.Background(), src, a,
+		lazydisk.WithConvertOptions(convert.WithFormat(toc.FormatEStargz)), lazydisk.WithSigner(signer))
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	res, err := lazydisk.Copy(context.Background(), a, b)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("same digest:", res.Digest == conv.Digest)
+	fmt.Printf("signatures: %d bundle, %d legacy\n", res.CopiedSignatures.Bundles, res.CopiedSignatures.Legacy)
+	// Output:
+	// same digest: true
+	// signatures: 1 bundle, 1 legacy
+}

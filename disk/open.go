@@ -139,6 +139,11 @@ func readImage(ctx context.Context, r image.Reference, o options, signed v1.Hash
 		return nil, v1.Hash{}, fmt.Errorf("%w: %s is now %s, not the signed %s", trust.ErrContentMismatch, r, topDigest, signed)
 	}
 	if art.Index == nil {
+		if o.platformSet {
+			if err := image.CheckPlatform(art.Image, *o.platform); err != nil {
+				return nil, v1.Hash{}, fmt.Errorf("%s: %w", r, err)
+			}
+		}
 		return art.Image, topDigest, nil
 	}
 	img, err := image.SelectPlatform(art.Index, *o.platform)

@@ -71,6 +71,7 @@ type Option func(*options) error
 type options struct {
 	file          string
 	platform      *v1.Platform
+	platformSet   bool // WithPlatform was given: a single image must be for it
 	image         []image.Option
 	skipTOCDigest bool
 	cacheSize     int64
@@ -91,10 +92,12 @@ type options struct {
 // under /disk/, as a KubeVirt containerDisk holds.
 func WithFile(path string) Option { return func(o *options) error { o.file = path; return nil } }
 
-// WithPlatform picks the image of an index for p. The default is linux on
-// this machine's architecture.
+// WithPlatform picks the image of an index for p, and makes Open refuse a
+// single image whose config is for another platform (an error matching
+// image.ErrNoPlatform). The default is linux on this machine's architecture
+// for an index, and any platform for a single image.
 func WithPlatform(p v1.Platform) Option {
-	return func(o *options) error { o.platform = &p; return nil }
+	return func(o *options) error { o.platform, o.platformSet = &p, true; return nil }
 }
 
 // WithImageOptions adds options for reaching the image: credentials

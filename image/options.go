@@ -5,9 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -35,6 +38,29 @@ type options struct {
 	transport http.RoundTripper
 	userAgent string
 	jobs      int
+	logger    *slog.Logger
+	progress  func(Progress)
+}
+
+// Progress is what Write reports while it uploads an image to a registry:
+// the bytes of blobs written so far, out of Total. Done is set once, last.
+type Progress struct {
+	Written, Total int64
+	Done           bool
+}
+
+// WithLogger logs each registry HTTP request to l at level Debug: method,
+// URL without its query string or user info (signed URLs carry their
+// credentials there), status and time. Headers, which carry credentials and
+// tokens, are never logged. The default logs nothing.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error { o.logger = l; return nil }
+}
+
+// WithProgress makes Write report the progress of an upload to a registry
+// to fn, from one goroutine. The default reports nothing.
+func WithProgress(fn func(Progress)) Option {
+	return func(o *options) error { o.progress = fn; return nil }
 }
 
 // WithPlainHTTP allows plain HTTP to any registry. By default only loopback
@@ -224,7 +250,42 @@ func (o options) roundTripper(private bool) (rt http.RoundTripper, owned *http.T
 		owned.TLSClientConfig.InsecureSkipVerify = true
 		rt = owned
 	}
+	if o.logger != nil {
+		rt = &logRequests{next: rt, log: o.logger}
+	}
 	return &httpsOnly{next: rt, allowHTTP: o.plainHTTP}, owned, nil
+}
+
+// logRequests logs each request that goes through it, without secrets.
+type logRequests struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (l *logRequests) RoundTrip(req *http.Request) (*http.Response, error) {
+	start := time.Now()
+	resp, err := l.next.RoundTrip(req)
+	attrs := []any{"method", req.Method, "url", redactURL(req.URL), "ms", time.Since(start).Milliseconds()}
+	if r := req.Header.Get("Range"); r != "" {
+		attrs = append(attrs, "range", r)
+	}
+	if err != nil {
+		l.log.Debug("http", append(attrs, "err", err.Error())...)
+		return resp, err
+	}
+	l.log.Debug("http", append(attrs, "status", resp.StatusCode)...)
+	return resp, nil
+}
+
+// redactURL is u without user info, query string or fragment.
+func redactURL(u *url.URL) string {
+	c := *u
+	c.User, c.RawQuery, c.ForceQuery, c.Fragment, c.RawFragment = nil, "", false, "", ""
+	s := c.String()
+	if u.RawQuery != "" {
+		s += "?…"
+	}
+	return s
 }
 
 // PullClient returns an HTTP client with pull access to the repository of
@@ -267,7 +328,11 @@ func PullClient(ctx context.Context, r Reference, opts ...Option) (*http.Client,
 	tr, err := transport.NewWithContext(ctx, repo.Registry, auth, transport.NewUserAgent(rt, o.userAgent),
 		[]string{repo.Scope(transport.PullScope)})
 	if err != nil {
-		return nil, registryError("reading", r, err)
+		sent := credsNone
+		if auth != authn.Anonymous {
+			sent = credsSent
+		}
+		return nil, registryErrorCreds("reading", r, "", err, sent)
 	}
 	return &http.Client{
 		Transport:     &pullTransport{RoundTripper: tr, owned: owned},

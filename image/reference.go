@@ -70,8 +70,11 @@ type Reference struct {
 //
 // A string that starts with "oci:", "docker-archive:" or "disk:" is of that
 // transport; to name a Docker Hub image called oci, disk or docker-archive,
-// write it as "docker://oci:TAG". Anything else is a registry reference, with
-// or without "docker://".
+// write it as "docker://oci:TAG". Another "SCHEME://" is an unknown
+// transport, and a string that starts like a path ("/", "./", "../", "~/")
+// is refused: Parse does not look at the filesystem (ParseSource and
+// ParseDestination do). Anything else is a registry reference, with or
+// without "docker://".
 //
 // In "oci:DIR:TAG" the tag is what follows the last ':' when that contains no
 // '/', so "oci:/a:b/c" is the directory "/a:b/c" with no tag, and a directory
@@ -103,6 +106,16 @@ func Parse(s string) (Reference, error) {
 			return Reference{}, fmt.Errorf("%q: the %s: transport is not supported; use docker://, oci:, docker-archive: or disk: (%w)",
 				s, prefix, ErrUnsupported)
 		}
+	}
+	if scheme, _, ok := strings.Cut(s, "://"); ok {
+		// go-containerregistry would read "foo://bar" as a registry named
+		// "foo:" rather than refuse it.
+		return Reference{}, fmt.Errorf("%q: unknown transport %q; use docker://, oci:, docker-archive: or disk: (%w)",
+			s, scheme, ErrInvalidReference)
+	}
+	if looksLikePath(s) {
+		return Reference{}, fmt.Errorf("%q is a local path, not a registry reference; write disk:PATH, oci:DIR or docker-archive:FILE, "+
+			"or docker://HOST/REPO:TAG for a registry (%w)", s, ErrInvalidReference)
 	}
 	ref, err := parseDocker(s, s)
 	if err != nil && hasColon && !strings.ContainsAny(prefix, "./") {

@@ -100,6 +100,10 @@ func TestParseErrors(t *testing.T) {
 		{in: "https://reg.example.com/x:y", want: image.ErrInvalidReference, wantMsg: `unknown transport "https"`},
 		{in: "oci-archive:x.tar", want: image.ErrUnsupported, wantMsg: "oci-archive: transport is not supported"},
 		{in: "containers-storage:x", want: image.ErrUnsupported},
+		{in: "foo://bar", want: image.ErrInvalidReference, wantMsg: `unknown transport "foo"`},
+		{in: "reg.example.com://x/y", want: image.ErrInvalidReference, wantMsg: `unknown transport "reg.example.com"`},
+		{in: "./fedora.qcow2", want: image.ErrInvalidReference, wantMsg: "local path"},
+		{in: "/var/lib/fedora.qcow2", want: image.ErrInvalidReference, wantMsg: "local path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {

@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -17,7 +20,7 @@ func readRegistry(ctx context.Context, r Reference, o options) (Artifact, error)
 	}
 	desc, err := remote.Get(ref, opts...)
 	if err != nil {
-		return Artifact{}, registryError("reading", r, err)
+		return Artifact{}, o.registryError(ctx, "reading", r, err)
 	}
 	switch mt := desc.MediaType; {
 	case mt.IsSchema1():
@@ -25,13 +28,13 @@ func readRegistry(ctx context.Context, r Reference, o options) (Artifact, error)
 	case mt.IsIndex():
 		idx, err := desc.ImageIndex()
 		if err != nil {
-			return Artifact{}, registryError("reading", r, err)
+			return Artifact{}, o.registryError(ctx, "reading", r, err)
 		}
 		return Artifact{Index: idx}, nil
 	default:
 		img, err := desc.Image()
 		if err != nil {
-			return Artifact{}, registryError("reading", r, err)
+			return Artifact{}, o.registryError(ctx, "reading", r, err)
 		}
 		return Artifact{Image: img}, nil
 	}
@@ -42,22 +45,80 @@ func writeRegistry(ctx context.Context, r Reference, a Artifact, o options) erro
 	if err != nil {
 		return err
 	}
+	var updates chan v1.Update
+	forwarded := make(chan struct{})
+	if o.progress != nil {
+		// go-containerregistry closes the channel when the write ends.
+		updates = make(chan v1.Update, 64)
+		opts = append(opts, remote.WithProgress(updates))
+		go func() {
+			defer close(forwarded)
+			var last v1.Update
+			for u := range updates {
+				if u.Error == nil {
+					last = u
+					o.progress(Progress{Written: u.Complete, Total: u.Total})
+				}
+			}
+			o.progress(Progress{Written: last.Complete, Total: last.Total, Done: true})
+		}()
+	} else {
+		close(forwarded)
+	}
 	if a.Index != nil {
 		err = remote.WriteIndex(ref, a.Index, opts...)
 	} else {
 		err = remote.Write(ref, a.Image, opts...)
 	}
+	if updates != nil && err != nil {
+		// A write that failed early may not have used the channel.
+		select {
+		case <-forwarded:
+		case <-time.After(time.Second):
+		}
+	} else {
+		<-forwarded
+	}
 	if err != nil {
-		return registryError("writing", r, err)
+		return o.registryError(ctx, "writing", r, err)
 	}
 	return nil
 }
 
-// registryError turns a go-containerregistry error into one line that says
-// what happened and what to do, matching ErrUnauthorized or ErrNotFound where
-// it applies. The original error stays reachable with errors.As.
-func registryError(op string, r Reference, err error) error {
-	return RegistryError(op, r, "", err)
+// registryError turns a go-containerregistry error from a request made with
+// o's keychain into one line that says what happened and what to do
+// (whether credentials were sent, for a 401), matching ErrUnauthorized or
+// ErrNotFound where it applies. The original error stays reachable with
+// errors.As.
+func (o options) registryError(ctx context.Context, op string, r Reference, err error) error {
+	sent := credsUnknown
+	if auth, rerr := authn.Resolve(ctx, o.keychainOrDefault(), r.Name.Context()); rerr == nil {
+		sent = credsNone
+		if auth != authn.Anonymous {
+			sent = credsSent
+		}
+	}
+	return registryErrorCreds(op, r, "", err, sent)
+}
+
+// credsState is whether a request that was refused carried credentials.
+type credsState int
+
+const (
+	credsUnknown credsState = iota
+	credsNone
+	credsSent
+)
+
+// loginHint says what to do about a 401 from registry reg.
+func loginHint(reg string, sent credsState) string {
+	switch sent {
+	case credsNone:
+		return fmt.Sprintf("no credentials were sent (none found for %s): run `lazydisk login %s`, or give --creds USER:PASS, --registry-token or --authfile", reg, reg)
+	case credsSent:
+		return fmt.Sprintf("the credentials sent for %s were refused: check them, or run `lazydisk login %s` again", reg, reg)
+	}
+	return fmt.Sprintf("run `lazydisk login %s`, or give --creds USER:PASS, --registry-token or --authfile", reg)
 }
 
 // RegistryError is how Read and Write report err, a failed request to the
@@ -68,6 +129,10 @@ func registryError(op string, r Reference, err error) error {
 // error is one line that says what to do, matches ErrUnauthorized (401, 403)
 // or ErrNotFound (404), and wraps err.
 func RegistryError(op string, r Reference, what string, err error) error {
+	return registryErrorCreds(op, r, what, err, credsUnknown)
+}
+
+func registryErrorCreds(op string, r Reference, what string, err error, sent credsState) error {
 	var terr *transport.Error
 	if !errors.As(err, &terr) {
 		return fmt.Errorf("%s %s: %w", op, r, err)
@@ -82,13 +147,13 @@ func RegistryError(op string, r Reference, what string, err error) error {
 	switch {
 	case code == http.StatusUnauthorized || hasCode(terr, transport.UnauthorizedErrorCode):
 		return &failure{
-			msg: fmt.Sprintf("%s %s: registry %s refused credentials for repo %s (%d): run `docker login %s` or check ~/.docker/config.json",
-				op, r, reg, repo, code, reg),
+			msg: fmt.Sprintf("%s %s: registry %s refused credentials for repo %s (%d): %s",
+				op, r, reg, repo, code, loginHint(reg, sent)),
 			wrapped: []error{ErrUnauthorized, err},
 		}
 	case code == http.StatusForbidden || hasCode(terr, transport.DeniedErrorCode):
 		return &failure{
-			msg: fmt.Sprintf("%s %s: registry %s denied access to repo %s (%d): check that your account may %s it, or `docker login %s` as another user",
+			msg: fmt.Sprintf("%s %s: registry %s denied access to repo %s (%d): check that your account may %s it, or `lazydisk login %s` as another user",
 				op, r, reg, repo, code, verb(op), reg),
 			wrapped: []error{ErrUnauthorized, err},
 		}

@@ -90,7 +90,7 @@ func TestRegistryErrors(t *testing.T) {
 		wantMsg string
 		status  int
 	}{
-		{name: "401 read", ref: "/unauth/x:v1", want: image.ErrUnauthorized, wantMsg: "docker login " + reg.Host, status: 401},
+		{name: "401 read", ref: "/unauth/x:v1", want: image.ErrUnauthorized, wantMsg: "no credentials were sent (none found for " + reg.Host + "): run `lazydisk login " + reg.Host + "`", status: 401},
 		{name: "401 write", ref: "/unauth/x:v1", write: true, want: image.ErrUnauthorized, wantMsg: "refused credentials for repo unauth/x (401)", status: 401},
 		{name: "403 read", ref: "/denied/x:v1", want: image.ErrUnauthorized, wantMsg: "denied access to repo denied/x (403)", status: 403},
 		{name: "404 tag", ref: "/missing/x:v1", want: image.ErrNotFound, wantMsg: `has no "v1" in repo missing/x (404)`, status: 404},

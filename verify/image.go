@@ -59,10 +59,10 @@ type LayerReport struct {
 	// Annotated is the TOC digest annotation; TOC the digest of the TOC
 	// fetched, set only when they match.
 	Annotated string `json:"annotated,omitempty"`
-	TOC       string `json:"toc,omitempty"`
+	TOC       string `json:"tocDigest,omitempty"`
 	// Requests and Bytes count the reads made for the TOC.
 	Requests int64 `json:"requests"`
-	Bytes    int64 `json:"bytes"`
+	Bytes    int64 `json:"bytesFetched"`
 	// Deep is set when WithDeep checked the whole layer.
 	Deep *DeepReport `json:"deep,omitempty"`
 	// Error says what did not match; empty when the layer passed.
@@ -113,7 +113,7 @@ func Image(ctx context.Context, ref image.Reference, v signature.Verifier, opts 
 		return rep, err
 	}
 	if len(images) == 0 {
-		return rep, fmt.Errorf("%s has no image for %s", ref, o.platform)
+		return rep, fmt.Errorf("%s has no image for %s: %w", ref, o.platform, image.ErrNoPlatform)
 	}
 	var failures []string
 	for _, im := range images {
@@ -207,6 +207,13 @@ func checkImage(ctx context.Context, st *attach.Store, im platformImage, o optio
 		ir.Error = "the config cannot be parsed: " + oneLine(err)
 		return ir, nil
 	}
+	if im.platform == nil && o.platform != nil {
+		// A single image, not picked from an index by its platform.
+		have := v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}
+		if !have.Satisfies(*o.platform) {
+			return ir, fmt.Errorf("the image is for %s, not %s: %w", have.String(), o.platform.String(), image.ErrNoPlatform)
+		}
+	}
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
 		ir.Error = fmt.Sprintf("the config lists %d diff_ids for %d layers", len(cfg.RootFS.DiffIDs), len(m.Layers))
 		return ir, nil
@@ -288,6 +295,9 @@ func deepCheck(ctx context.Context, b blob.Blob, d v1.Descriptor, diffID v1.Hash
 				return nil, "", werr
 			}
 			off += int64(n)
+			if o.progress != nil {
+				o.progress(Progress{Layer: d.Digest, Read: off, Total: b.Size(), Done: off >= b.Size()})
+			}
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, "", err

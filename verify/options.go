@@ -40,6 +40,22 @@ type options struct {
 	platform    *v1.Platform
 	tmpDir      string
 	image       []image.Option
+	progress    func(Progress)
+}
+
+// Progress is what Image reports while WithDeep fetches a layer whole:
+// Read of Total bytes of the layer blob Layer. Done is set once per layer,
+// last.
+type Progress struct {
+	Layer       v1.Hash
+	Read, Total int64
+	Done        bool
+}
+
+// WithProgress makes Image report, with WithDeep, the progress of fetching
+// each layer to fn. The default reports nothing.
+func WithProgress(fn func(Progress)) Option {
+	return func(o *options) error { o.progress = fn; return nil }
 }
 
 // WithSignatureFormat chooses the accepted signature forms. The default is

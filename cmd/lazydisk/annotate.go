@@ -24,7 +24,7 @@ type annotateOptions struct {
 func newAnnotateCmd(reg *registryOptions) *cobra.Command {
 	o := &annotateOptions{reg: reg}
 	cmd := &cobra.Command{
-		Use:   "annotate SRC DST",
+		Use:   "annotate SRC DST | annotate --check SRC",
 		Short: "Add or repair the annotations lazy readers need on seekable layers",
 		Long: `Read the footer and TOC of each eStargz or zstd:chunked layer of SRC with range
 requests, compute the layer annotations lazy readers need (the eStargz TOC digest
@@ -37,17 +37,26 @@ buildah) or whose annotations a copy stripped. Layers that carry both eStargz an
 zstd:chunked annotations are refused. Layers that are not seekable are reported:
 make them seekable with lazydisk convert.
 
-With --check nothing is written: the exit status is 0 when every annotation is
-right, 1 when some would change.`,
+With --check nothing is written, and DST is not needed: the exit status is 0
+when every annotation is right, 1 when some would change.`,
 		Example: `  # Restore the annotations a registry mirror stripped
   lazydisk annotate docker://mirror.example.com/vm/fedora:41 docker://mirror.example.com/vm/fedora:41
 
   # CI check: fail if an image's annotations are missing or wrong
-  lazydisk annotate --check oci:out:latest oci:out:latest`,
-		Args:              exactArgs(2),
+  lazydisk annotate --check oci:out:latest`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.check && len(args) == 1 {
+				return nil
+			}
+			return exactArgs(2)(cmd, args)
+		},
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return o.run(cmd.Context(), cmd, args[0], args[1])
+			dst := ""
+			if len(args) == 2 {
+				dst = args[1]
+			}
+			return o.run(cmd.Context(), cmd, args[0], dst)
 		},
 	}
 	f := cmd.Flags()
@@ -66,8 +75,14 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	if err := checkTextOrJSON("format", o.format); err != nil {
 		return err
 	}
-	src, dst, err := parseSrcDst(srcArg, dstArg)
-	if err != nil {
+	var src, dst image.Reference
+	var err error
+	if dstArg == "" { // annotate --check SRC
+		src, err = image.ParseSource(srcArg)
+		if err != nil {
+			return usageError{err}
+		}
+	} else if src, dst, err = parseSrcDst(srcArg, dstArg); err != nil {
 		return err
 	}
 	if src.Transport != image.Docker && src.Transport != image.OCI {
@@ -92,7 +107,7 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	}
 	if errors.Is(err, annotate.ErrNothingSeekable) {
 		o.print(cmd, res)
-		return err
+		return o.reported(err)
 	}
 	if err != nil {
 		return err
@@ -100,7 +115,7 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	if o.check {
 		o.print(cmd, res)
 		if res.Changed {
-			return errAnnotationsWrong
+			return o.reported(errAnnotationsWrong)
 		}
 		return nil
 	}
@@ -116,12 +131,20 @@ func (o *annotateOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, d
 	return nil
 }
 
+// reported marks err as printed in the --format json result.
+func (o *annotateOptions) reported(err error) error {
+	if o.format == "json" {
+		return reportedError{err: err}
+	}
+	return err
+}
+
 func (o *annotateOptions) print(cmd *cobra.Command, res *annotate.Result) {
 	if o.format == "json" {
 		_ = printJSON(cmd.OutOrStdout(), res)
 		return
 	}
-	w := cmd.ErrOrStderr()
+	w := o.reg.info(cmd)
 	for _, img := range res.Images {
 		name := "image"
 		if img.Platform != nil {

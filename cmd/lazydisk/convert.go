@@ -11,6 +11,7 @@ import (
 
 	"github.com/lazydisk/lazydisk"
 	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/sign"
@@ -28,7 +29,6 @@ type convertOptions struct {
 	digestFile string
 	format     string
 	tmpDir     string
-	progress   string
 	signKey    string
 	sigFormat  string
 	// signatureFormat is sigFormat, checked.
@@ -102,13 +102,11 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.digestFile, "digestfile", "", "also write the result's digest to this file")
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
-	f.StringVar(&o.progress, "progress", "auto", "progress on stderr: auto (when it is a terminal), always or never")
 	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
 	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
 	_ = cmd.MarkFlagFilename("sign-key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
-	_ = cmd.RegisterFlagCompletionFunc("progress", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("chunk-size", cobra.FixedCompletions([]string{"256K", "512K", "1M", "2M", "4M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "3", "6", "9", "19"}, cobra.ShellCompDirectiveNoFileComp))
@@ -133,12 +131,20 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 		}
 		opts = append(opts, lazydisk.WithSigner(signer, sign.WithSignatureFormat(o.signatureFormat)))
 	}
-	if o.progress == "always" || o.progress == "auto" && isTerminal(cmd.ErrOrStderr()) {
+	if o.reg.showProgress() {
+		uploaded := false
 		pr := newProgressPrinter(cmd.ErrOrStderr())
 		defer pr.close()
 		opts = append(opts,
-			lazydisk.WithConvertOptions(convert.WithProgress(pr.update)),
-			lazydisk.WithOnWrite(func() { fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst) }))
+			lazydisk.WithConvertOptions(convert.WithProgress(pr.convert)),
+			lazydisk.WithOnWrite(func() { fmt.Fprintf(cmd.ErrOrStderr(), "writing %s\n", dst) }),
+			lazydisk.WithImageOptions(image.WithProgress(func(p image.Progress) {
+				// The image's upload, the first; not its signatures'.
+				if !uploaded {
+					pr.show("uploading "+dst.String(), p.Written, p.Total, p.Done)
+					uploaded = p.Done
+				}
+			})))
 	}
 	res, err := lazydisk.Convert(ctx, src, dst, opts...)
 	if err != nil {
@@ -207,12 +213,12 @@ func (o *convertOptions) print(cmd *cobra.Command, res *lazydisk.ConvertResult) 
 	if o.format == "json" {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
-	printSummary(cmd.ErrOrStderr(), res.Destination, res.Result)
+	printSummary(o.reg.info(cmd), res.Destination, res.Result)
 	if n := res.CopiedSignatures; n != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "copied the source's signatures of the unchanged manifests: %d bundle, %d legacy\n", n.Bundles, n.Legacy)
+		fmt.Fprintf(o.reg.info(cmd), "copied the source's signatures of the unchanged manifests: %d bundle, %d legacy\n", n.Bundles, n.Legacy)
 	}
 	if res.Signed != nil {
-		printSigned(cmd.ErrOrStderr(), res.Signed)
+		printSigned(o.reg.info(cmd), res.Signed)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 	return nil

@@ -65,8 +65,8 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 	fmt.Fprintf(w, "2. lazydisk convert --estargz disk:%s %s\n", sample.Name, dst)
 
 	o := &convertOptions{
-		reg: &registryOptions{}, estargz: true, chunkSize: size.Format(convert.DefaultChunkSize),
-		format: "text", progress: "never",
+		reg: &registryOptions{progress: "never"}, estargz: true, chunkSize: size.Format(convert.DefaultChunkSize),
+		format: "text",
 	}
 	var digestOut strings.Builder
 	conv := &cobra.Command{}
@@ -150,11 +150,13 @@ func runDemo(ctx context.Context, cmd *cobra.Command, out string) error {
 	fmt.Fprintf(w, "5. lazydisk read %s --range 0:512: qcow2 header (version %d, virtual size %s),\n", dst, binary.BigEndian.Uint32(hdr[4:]), size.Format(int64(binary.BigEndian.Uint64(hdr[24:]))))
 	fmt.Fprintf(w, "   from %d verified chunk of %d: %d reads, %s of the %s layer\n", ds.ChunksFetched, df.Chunks(), ds.Requests, size.Format(ds.BytesFetched), size.Format(df.Layer().Size))
 	if out != filepath.Join(work, "layout") {
-		fmt.Fprintf(w, "The OCI layout is in %s. Convert your own disk with:\n", out)
+		fmt.Fprintf(w, "The OCI layout is in %s. Look at it with lazydisk (make build puts it in bin/; go install github.com/lazydisk/lazydisk/cmd/lazydisk@latest in $(go env GOPATH)/bin):\n", out)
+		fmt.Fprintf(w, "   lazydisk toc %s\n   lazydisk read %s --range 0:512 -o header.bin\n   lazydisk serve %s --run 'qemu-img info \"$uri\"'\n", out, out, out)
+		fmt.Fprintln(w, "and convert your own disk with:")
 	} else {
-		fmt.Fprintln(w, "Convert your own disk with:")
+		fmt.Fprintln(w, "Keep the layout with --out DIR. Convert your own disk with lazydisk (make build puts it in bin/):")
 	}
-	fmt.Fprintln(w, "   lazydisk convert --estargz disk:your.qcow2 oci:out:latest")
+	fmt.Fprintln(w, "   lazydisk convert --estargz your.qcow2 oci:out:latest")
 	return nil
 }
 

@@ -89,10 +89,59 @@ func (d *diskFlags) options(cmd *cobra.Command) ([]disk.Option, error) {
 	return append(opts, disk.WithSignature(c)), nil
 }
 
-// checkStatsFlag checks --stats: empty, text or json.
-func checkStatsFlag(s string) error {
-	if s == "" {
-		return nil
+// statsFlags are the --stats and --format of read and serve, whose result
+// is statistics printed on stderr: --stats prints them in --format (text or
+// json), --stats=json is short for --stats --format json, and --format json
+// alone asks for them too.
+type statsFlags struct {
+	stats  string
+	format string
+}
+
+func (s *statsFlags) addFlags(cmd *cobra.Command, what string) {
+	f := cmd.Flags()
+	f.StringVar(&s.stats, "stats", "", what+" (--stats=json: --stats --format json)")
+	f.Lookup("stats").NoOptDefVal = "text"
+	f.StringVar(&s.format, "format", "text", "format of the statistics: text or json (json prints them without --stats)")
+	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
+	cmd.Annotations = map[string]string{annotationJSONOn: "stderr"}
+}
+
+// resolve returns the format to print statistics in: "" for none, "text"
+// or "json".
+func (s *statsFlags) resolve(cmd *cobra.Command) (string, error) {
+	if err := checkTextOrJSON("format", s.format); err != nil {
+		return "", err
 	}
-	return checkTextOrJSON("stats", s)
+	formatSet := cmd.Flags().Changed("format")
+	switch s.stats {
+	case "":
+		if formatSet && s.format == "json" {
+			return "json", nil
+		}
+		return "", nil
+	case "text", "json":
+		if formatSet && s.stats == "json" && s.format != "json" {
+			return "", usagef("--stats=json and --format %s disagree", s.format)
+		}
+		if formatSet {
+			return s.format, nil
+		}
+		return s.stats, nil
+	}
+	return "", usagef("--stats must be text or json, not %q", s.stats)
+}
+
+// oneRefArg is exactArgs(1) for read and serve, with a clear error for
+// "--stats json", where pflag takes "json" for an argument.
+func oneRefArg(cmd *cobra.Command, args []string) error {
+	if len(args) == 2 && cmd.Flags().Changed("stats") {
+		for _, a := range args {
+			if a == "text" || a == "json" {
+				return usagef("%q after --stats was taken for an argument: write --stats=%s, or --stats --format %s", a, a, a)
+			}
+		}
+	}
+	return exactArgs(1)(cmd, args)
 }

@@ -13,12 +13,14 @@ import (
 )
 
 type keygenOptions struct {
+	reg    *registryOptions
+	format string
 	prefix string
 	force  bool
 }
 
-func newKeygenCmd() *cobra.Command {
-	o := &keygenOptions{}
+func newKeygenCmd(reg *registryOptions) *cobra.Command {
+	o := &keygenOptions{reg: reg}
 	cmd := &cobra.Command{
 		Use:   "keygen",
 		Short: "Make a cosign key pair (PREFIX.key, PREFIX.pub) for sign and verify",
@@ -43,11 +45,22 @@ unless --force is given.`,
 	f := cmd.Flags()
 	f.StringVar(&o.prefix, "output-key-prefix", "cosign", "write the keys to PREFIX.key and PREFIX.pub")
 	f.BoolVar(&o.force, "force", false, "overwrite existing key files")
+	f.StringVar(&o.format, "format", "text", "output format: text or json (the key files' paths)")
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.MarkFlagFilename("output-key-prefix")
 	return cmd
 }
 
+// keygenOutput is what keygen --format json prints.
+type keygenOutput struct {
+	PrivateKey string `json:"privateKey"`
+	PublicKey  string `json:"publicKey"`
+}
+
 func (o *keygenOptions) run(cmd *cobra.Command) error {
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
+	}
 	if o.prefix == "" {
 		return usagef("--output-key-prefix must not be empty")
 	}
@@ -75,6 +88,9 @@ func (o *keygenOptions) run(cmd *cobra.Command) error {
 	if err := outfile.WriteFile(cmd.Context(), pubPath, pub, 0o644); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
+	if o.format == "json" {
+		return printJSON(cmd.OutOrStdout(), keygenOutput{PrivateKey: privPath, PublicKey: pubPath})
+	}
+	fmt.Fprintf(o.reg.info(cmd), "Private key written to %s\nPublic key written to %s\n", privPath, pubPath)
 	return nil
 }

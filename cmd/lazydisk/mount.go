@@ -23,7 +23,6 @@ type mountOptions struct {
 	disk      diskFlags
 	all       bool
 	readahead string
-	verbose   bool
 }
 
 func newMountCmd(reg *registryOptions) *cobra.Command {
@@ -78,7 +77,6 @@ same DIR. Mounting needs root, or fusermount (package fuse3) for a user.`,
 	f := cmd.Flags()
 	f.BoolVar(&o.all, "all", false, "mount the image's whole file system (every layer, whiteouts applied) instead of the disk file")
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads of the disk file (0: none; at most half of --cache-size)")
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log more")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
@@ -117,13 +115,13 @@ func (o *mountOptions) run(ctx context.Context, cmd *cobra.Command, refArg, dir 
 	}
 	stderr := cmd.ErrOrStderr()
 	level := slog.LevelInfo
-	if o.verbose {
+	if o.disk.reg.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 
 	var (

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"golang.org/x/sys/unix"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/fusefs"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
@@ -111,6 +113,16 @@ func (m *mounted) stop(t *testing.T, sig os.Signal) error {
 	select {
 	case err := <-m.done:
 		m.done <- err
+		// A clean stop exits 130 after SIGINT and 143 after SIGTERM, as
+		// every lazydisk command does.
+		want := map[os.Signal]int{os.Interrupt: 130, syscall.SIGTERM: 143}[sig]
+		var ee *exec.ExitError
+		switch {
+		case want != 0 && errors.As(err, &ee) && ee.ExitCode() == want:
+			return nil
+		case want != 0 && err == nil:
+			return fmt.Errorf("exit 0 after %s, want %d", sig, want)
+		}
 		return err
 	case <-time.After(30 * time.Second):
 		t.Fatalf("lazydisk mount did not exit 30 s after %s: %s", sig, m.stderr)
@@ -465,8 +477,9 @@ func TestMountErrors(t *testing.T) {
 		{[]string{"store", "--root", file}, 2, "is not a directory"},
 		{[]string{"store", "--root", t.TempDir(), "--file", "a"}, 2, "--file does not apply to store"},
 		{[]string{"store", "--root", t.TempDir(), "--idle", "0s"}, 2, "--idle must be positive"},
-		{[]string{"store", "--root", t.TempDir(), "--auth-file", file}, 1, "is not a containers-auth.json file"},
-		{[]string{"store", "--root", t.TempDir(), "--auth-file", "/nonexistent/auth.json"}, 1, "--auth-file"},
+		{[]string{"store", "--root", t.TempDir(), "--authfile", file}, 1, "is not a JSON auth file"},
+		{[]string{"store", "--root", t.TempDir(), "--auth-file", file}, 1, "is not a JSON auth file"},
+		{[]string{"store", "--root", t.TempDir(), "--authfile", "/nonexistent/auth.json"}, 1, "--authfile: stat /nonexistent/auth.json"},
 	} {
 		_, stderr, code := cli(t, c.args...)
 		if code != c.code || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") > 0 && code != 2 {
@@ -475,7 +488,8 @@ func TestMountErrors(t *testing.T) {
 	}
 }
 
-// TestAuthFileKeychain reads podman's auth.json format.
+// TestAuthFileKeychain reads podman's auth.json format, keys with a scheme
+// and path too, as the store does with --authfile.
 func TestAuthFileKeychain(t *testing.T) {
 	t.Parallel()
 	p := filepath.Join(t.TempDir(), "auth.json")
@@ -483,10 +497,10 @@ func TestAuthFileKeychain(t *testing.T) {
 	if err := os.WriteFile(p, []byte(`{"auths":{"registry.example.com":{"auth":"`+auth+`"},"https://other.example.com/v1/":{"auth":"`+auth+`"}}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	kc, err := authFileKeychain(p)
-	if err != nil {
+	if err := image.CheckAuthFile(p); err != nil {
 		t.Fatal(err)
 	}
+	kc := image.AuthFileKeychain(p)
 	for _, host := range []string{"registry.example.com", "other.example.com"} {
 		reg, err := name.NewRegistry(host)
 		if err != nil {

@@ -20,7 +20,7 @@ type readOptions struct {
 	disk         diskFlags
 	ranges       string
 	output       string
-	stats        string
+	stats        statsFlags
 	sparse       string
 	deviceZeroed bool
 }
@@ -78,7 +78,7 @@ device already reads as zeros.`,
 
   # Only if the image is signed by this key
   lazydisk read --key cosign.pub registry.example.com/vm/fedora:41 --range 0:1M -o head.bin`,
-		Args:              exactArgs(1),
+		Args:              oneRefArg,
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), cmd, args[0])
@@ -89,11 +89,9 @@ device already reads as zeros.`,
 	f.StringVarP(&o.output, "output", "o", "", "write the bytes to this file (atomically), device or FIFO (in place), or - for stdout (default: stdout, unless it is a terminal)")
 	f.StringVar(&o.sparse, "sparse", "auto", "holes in a regular output file: auto (where the TOC says zeros), always (also every 4 KiB block of zeros) or never")
 	f.BoolVar(&o.deviceZeroed, "device-zeroed", false, "the output block device already reads as zeros: leave zero regions unwritten")
-	f.StringVar(&o.stats, "stats", "", "print requests, bytes fetched and time to stderr: text or json")
-	f.Lookup("stats").NoOptDefVal = "text"
+	o.stats.addFlags(cmd, "print requests, bytes fetched and time to stderr")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("range", cobra.FixedCompletions([]string{"all", "0:4K"}, cobra.ShellCompDirectiveNoFileComp))
-	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
 	_ = cmd.RegisterFlagCompletionFunc("sparse", cobra.FixedCompletions([]string{"auto", "always", "never"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
@@ -146,7 +144,8 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	if err := checkStatsFlag(o.stats); err != nil {
+	statsFormat, err := o.stats.resolve(cmd)
+	if err != nil {
 		return err
 	}
 	sparse, err := outfile.ParseSparse(o.sparse)
@@ -162,9 +161,9 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return usagef("refusing to write disk bytes to a terminal: use -o FILE, or -o - to insist")
 	}
 	start := time.Now()
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {
@@ -188,20 +187,53 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 		return err
 	}
 	var read int64
+	var w io.Writer = out
+	if o.disk.reg.showProgress() {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		w = &progressWriter{File: out, show: func(n int64, done bool) { pr.show("reading "+f.Name(), n, total, done) }}
+	}
 	for _, r := range ranges {
-		m, werr := f.WriteRange(out, r.off, r.n)
+		m, werr := f.WriteRange(w, r.off, r.n)
 		read += m
 		if err = werr; err != nil {
 			break
 		}
+	}
+	if pw, ok := w.(*progressWriter); ok && err == nil {
+		pw.show(pw.n, true)
 	}
 	if err == nil {
 		err = out.Commit()
 	} else {
 		out.Abort()
 	}
-	if o.stats != "" {
-		o.printStats(cmd.ErrOrStderr(), f, read, time.Since(start))
+	if statsFormat != "" {
+		o.printStats(statsFormat, cmd.ErrOrStderr(), f, read, time.Since(start))
+	}
+	return err
+}
+
+// progressWriter counts the bytes written to, and skipped in, an output
+// for read's progress.
+type progressWriter struct {
+	*outfile.File
+	n    int64
+	show func(n int64, done bool)
+}
+
+func (w *progressWriter) Write(p []byte) (int, error) {
+	n, err := w.File.Write(p)
+	w.n += int64(n)
+	w.show(w.n, false)
+	return n, err
+}
+
+func (w *progressWriter) Skip(n int64) error {
+	err := w.File.Skip(n)
+	if err == nil {
+		w.n += n
+		w.show(w.n, false)
 	}
 	return err
 }
@@ -216,14 +248,14 @@ func (o *readOptions) openOutput(ctx context.Context, stdout io.Writer, opts ...
 	return outfile.Create(ctx, o.output, opts...)
 }
 
-func (o *readOptions) printStats(w io.Writer, f *disk.File, read int64, took time.Duration) {
+func (o *readOptions) printStats(format string, w io.Writer, f *disk.File, read int64, took time.Duration) {
 	st := readStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Read: read, Seconds: took.Seconds(), Stats: f.Stats()}
 	signed := ""
 	if h, ok := f.Signed(); ok {
 		st.Signed = h.String()
 		signed = ", signature verified for " + h.String()
 	}
-	if o.stats == "json" {
+	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return

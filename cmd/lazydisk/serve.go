@@ -3,9 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -13,6 +20,7 @@ import (
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/nbd"
+	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
 
@@ -22,8 +30,10 @@ type serveOptions struct {
 	allowRemote bool
 	readahead   string
 	maxConns    int
-	stats       string
-	verbose     bool
+	stats       statsFlags
+	printURI    bool
+	pidfile     string
+	runCmd      string
 }
 
 func newServeCmd(reg *registryOptions) *cobra.Command {
@@ -49,17 +59,32 @@ Reads that run sequentially, several streams at once, are read ahead (up to
 several range requests in flight as read --range all does; isolated reads
 fetch only the chunks they cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
 
---listen is a unix socket (unix:///run/disk.sock; a stale socket file that
-nothing answers on is replaced, and the file is removed on exit) or a TCP
-address. The server has no TLS and no authentication, so TCP is limited to
+--listen is a unix socket (unix:///run/disk.sock, or a bare path without ':'
+such as /run/disk.sock; a stale socket file that nothing answers on is
+replaced, and the file is removed on exit) or a TCP address. The server has no TLS and no authentication, so TCP is limited to
 loopback addresses (127.0.0.1, [::1], localhost) unless --allow-remote is given.
 
-Once listening, serve prints the NBD URI to stderr. It runs until interrupted
-(SIGINT, SIGTERM), then closes the connections and exits 0, printing what it
+Once listening, serve prints the NBD URI to stderr, and with --print-uri the
+URI alone on stdout, and writes its process ID to --pidfile (removed on exit):
+each is a signal that clients can connect. It runs until interrupted (SIGINT,
+SIGTERM), then closes the connections and exits 130 or 143, printing what it
 served with --stats. Errors reading the disk are logged to stderr (log/slog)
-and answered with EIO.`,
+and answered with EIO.
+
+With --run, as nbdkit --run, serve starts the shell command (sh -c) once
+listening, with $uri (and $nbd, the same) and, on a unix socket, $unixsocket
+in its environment; when the command exits, serve stops and exits with the
+command's status. Without --listen, --run serves on a unix socket in a new
+temporary directory, removed afterwards.`,
 		Example: `  # Serve on a unix socket; the URI to use is printed on stderr
   lazydisk serve quay.io/containerdisks/fedora:41-esgz --listen unix:///tmp/fedora.sock
+
+  # Serve only while a command runs, on a private socket, and exit with its status
+  lazydisk serve quay.io/containerdisks/fedora:41-esgz --run 'qemu-img convert -O raw "$uri" fedora.raw'
+
+  # In a script: wait for the URI, then use it
+  lazydisk serve quay.io/containerdisks/fedora:41-esgz --listen /tmp/fedora.sock --print-uri --pidfile serve.pid | {
+      read -r uri; nbdinfo "$uri"; kill "$(cat serve.pid)"; }
 
   # Look at it
   qemu-img info nbd+unix:///?socket=/tmp/fedora.sock
@@ -80,40 +105,51 @@ and answered with EIO.`,
   lazydisk serve registry.example.com/vm/fedora:41 --listen tcp://127.0.0.1:10809 \
       --key cosign.pub --cache-dir ~/.cache/lazydisk --stats
   qemu-system-x86_64 -m 2G -snapshot -drive file=nbd://127.0.0.1:10809,format=qcow2,if=virtio`,
-		Args:              exactArgs(1),
+		Args:              oneRefArg,
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return o.run(cmd.Context(), cmd, args[0])
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.listen, "listen", "", "where to listen: unix:///PATH or tcp://HOST:PORT (required)")
+	f.StringVar(&o.listen, "listen", "", "where to listen: unix:///PATH, a PATH, or tcp://HOST:PORT (required without --run)")
+	f.BoolVar(&o.printURI, "print-uri", false, "once listening, print the NBD URI alone on stdout")
+	f.StringVar(&o.pidfile, "pidfile", "", "once listening, write the process ID to this file (removed on exit)")
+	f.StringVar(&o.runCmd, "run", "", "once listening, run this shell command with $uri, $nbd and $unixsocket set; stop when it exits and exit with its status")
 	f.BoolVar(&o.allowRemote, "allow-remote", false, "allow a TCP address other machines can reach (the server has no TLS or authentication)")
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads, all streams together (0: none; at most half of --cache-size)")
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
-	f.StringVar(&o.stats, "stats", "", "on exit, print connections, requests, bytes served and fetched to stderr: text or json")
-	f.Lookup("stats").NoOptDefVal = "text"
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and failed requests too")
+	o.stats.addFlags(cmd, "on exit, print connections, requests, bytes served and fetched to stderr")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("run", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("max-connections", cobra.NoFileCompletions)
-	_ = cmd.RegisterFlagCompletionFunc("stats", completeTextJSON)
 	return cmd
 }
 
 func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg string) error {
-	if o.listen == "" {
-		return usagef("serve needs --listen unix:///PATH or --listen tcp://127.0.0.1:PORT")
+	listen := o.listen
+	if listen == "" && o.runCmd != "" {
+		dir, err := os.MkdirTemp("", "lazydisk-serve-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		listen = "unix://" + filepath.Join(dir, "nbd.sock")
 	}
-	addr, err := nbd.ParseAddress(o.listen)
+	if listen == "" {
+		return usagef("serve needs --listen unix:///PATH or --listen tcp://127.0.0.1:PORT, or --run CMD")
+	}
+	addr, err := nbd.ParseAddress(listen)
 	if err != nil {
 		return usagef("--listen: %w", err)
 	}
 	if !o.allowRemote && !addr.Loopback() {
 		return usagef("--listen %s: other machines could reach it, and the NBD server has no TLS or authentication; listen on a unix socket, 127.0.0.1 or [::1], or pass --allow-remote", o.listen)
 	}
-	if err := checkStatsFlag(o.stats); err != nil {
+	statsFormat, err := o.stats.resolve(cmd)
+	if err != nil {
 		return err
 	}
 	readahead, err := size.Parse(o.readahead)
@@ -128,17 +164,22 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	opts = append(opts, disk.WithReadahead(readahead))
-	stderr := cmd.ErrOrStderr()
+	// The log, the --run command's output copied by os/exec and the stats
+	// may be written at once.
+	stderr := o.disk.reg.errw
+	if stderr == nil {
+		stderr = &syncWriter{w: cmd.ErrOrStderr()}
+	}
 	level := slog.LevelInfo
-	if o.verbose {
+	if o.disk.reg.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
 	start := time.Now()
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
-		return err
+		return usageError{err}
 	}
 	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {
@@ -147,7 +188,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	defer f.Close()
 	srv, err := nbd.New([]nbd.Export{{
 		Name:        f.Name(),
-		Description: fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
+		Description: fmt.Sprintf("%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
 		Backend:     exportBackend{f},
 	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
 	if err != nil {
@@ -157,13 +198,88 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), nbd.URI(ln.Addr(), ""))
-	err = srv.Serve(ctx, ln) // closes ln, which removes a unix socket
-	f.Close()                // cancels the readahead
-	if o.stats != "" {
-		o.printStats(stderr, f, srv.Stats(), time.Since(start))
+	uri := nbd.URI(ln.Addr(), "")
+	fmt.Fprintf(o.disk.reg.info(cmd), "serving %s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
+	if o.pidfile != "" {
+		if err := outfile.WriteFile(ctx, o.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			ln.Close()
+			return fmt.Errorf("--pidfile: %w", err)
+		}
+		defer removeRegular(o.pidfile)
 	}
-	return err
+	if o.printURI {
+		fmt.Fprintln(cmd.OutOrStdout(), uri)
+	}
+	serveCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	var runErr error
+	ran := make(chan struct{})
+	if o.runCmd != "" {
+		go func() {
+			defer close(ran)
+			runErr = o.runCommand(serveCtx, cmd.InOrStdin(), &syncWriter{w: cmd.OutOrStdout()}, stderr, uri, addr)
+			stopServing()
+		}()
+	} else {
+		close(ran)
+	}
+	err = srv.Serve(serveCtx, ln) // closes ln, which removes a unix socket
+	stopServing()                 // stops a --run command still running
+	<-ran
+	f.Close() // cancels the readahead
+	if statsFormat != "" {
+		o.printStats(statsFormat, stderr, f, srv.Stats(), time.Since(start))
+	}
+	if err != nil {
+		return err
+	}
+	return runErr
+}
+
+// runCommand runs serve --run's command with the URI in its environment,
+// and stops it (SIGTERM, then SIGKILL 5 s later) when ctx is done.
+func (o *serveOptions) runCommand(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, uri string, addr nbd.Address) error {
+	c := exec.CommandContext(ctx, "sh", "-c", o.runCmd)
+	c.Env = append(os.Environ(), "uri="+uri, "nbd="+uri)
+	if addr.Network == "unix" {
+		c.Env = append(c.Env, "unixsocket="+addr.Addr)
+	}
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	c.Cancel = func() error { return c.Process.Signal(syscall.SIGTERM) }
+	c.WaitDelay = 5 * time.Second
+	err := c.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code := ee.ExitCode()
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			code = 128 + int(ws.Signal())
+		}
+		return exitStatusError{code: code, what: "--run command"}
+	}
+	if err != nil {
+		return fmt.Errorf("--run: %w", err)
+	}
+	return nil
+}
+
+// syncWriter serializes the writes of several goroutines to w.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+// removeRegular removes path if it is a regular file (a pidfile written
+// to a device or FIFO is left alone).
+func removeRegular(path string) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() {
+		os.Remove(path)
+	}
 }
 
 // exportBackend serves a disk.File over NBD, with its zero chunks as holes.
@@ -197,12 +313,12 @@ type serveStats struct {
 	NBD nbd.Stats `json:"nbd"`
 }
 
-func (o *serveOptions) printStats(w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
+func (o *serveOptions) printStats(format string, w io.Writer, f *disk.File, ns nbd.Stats, took time.Duration) {
 	st := serveStats{File: f.Name(), Size: f.Size(), Format: string(f.Format()), Seconds: took.Seconds(), Stats: f.Stats(), NBD: ns}
 	if h, ok := f.Signed(); ok {
 		st.Signed = h.String()
 	}
-	if o.stats == "json" {
+	if format == "json" {
 		enc := json.NewEncoder(w)
 		enc.Encode(st)
 		return

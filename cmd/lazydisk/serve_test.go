@@ -77,7 +77,7 @@ func (l *lockedBuffer) String() string {
 }
 
 // readyLine is what serve prints once it listens.
-var readyLine = regexp.MustCompile(`(?m)^serving /(\S+) \((\d+) bytes, [^)]+\) at (nbd\S+)$`)
+var readyLine = regexp.MustCompile(`(?m)^serving (\S+) \((\d+) bytes, [^)]+\) at (nbd\S+)$`)
 
 // server is a `lazydisk serve` running in-process.
 type server struct {
@@ -167,6 +167,15 @@ func socketIn(t *testing.T) string {
 func qemuRead(t *testing.T, uri string, off, n int64) []byte {
 	t.Helper()
 	out := tool(t, "qemu-io", "-r", "-f", "raw", "-c", fmt.Sprintf("read -v %d %d", off, n), uri)
+	if !strings.Contains(out, fmt.Sprintf("read %d/%d bytes at offset %d", n, n, off)) {
+		t.Fatalf("qemu-io read of %d bytes at %d:\n%s", n, off, out)
+	}
+	return qemuDump(t, out, n)
+}
+
+// qemuDump parses the first n bytes of qemu-io's read -v output.
+func qemuDump(t *testing.T, out string, n int64) []byte {
+	t.Helper()
 	var got []byte
 	for _, line := range strings.Split(out, "\n") {
 		// 00000fa0:  da bc cf 88 ...  ascii
@@ -182,8 +191,8 @@ func qemuRead(t *testing.T, uri string, off, n int64) []byte {
 			got = append(got, b[0])
 		}
 	}
-	if !strings.Contains(out, fmt.Sprintf("read %d/%d bytes at offset %d", n, n, off)) || int64(len(got)) != n {
-		t.Fatalf("qemu-io read of %d bytes at %d: got %d bytes:\n%s", n, off, len(got), out)
+	if int64(len(got)) != n {
+		t.Fatalf("qemu-io read of %d bytes: got %d bytes:\n%s", n, len(got), out)
 	}
 	return got
 }
@@ -257,7 +266,7 @@ func TestServe(t *testing.T) {
 				t.Errorf("ready line %q", m[0])
 			}
 
-			if list := tool(t, "nbdinfo", "--list", s.uri); !strings.Contains(list, `export="disk/vm.qcow2"`) || !strings.Contains(list, "description: /disk/vm.qcow2 of "+ref+" (manifest sha256:") {
+			if list := tool(t, "nbdinfo", "--list", s.uri); !strings.Contains(list, `export="disk/vm.qcow2"`) || !strings.Contains(list, "description: disk/vm.qcow2 of "+ref+" (manifest sha256:") {
 				t.Errorf("nbdinfo --list says:\n%s", list)
 			}
 			info := tool(t, "qemu-img", "info", s.uri)
@@ -513,17 +522,17 @@ func TestServeCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s := serve(t, ref, "--listen", "unix://"+socketIn(t), "--stats=json")
-	out, err := exec.Command("qemu-io", "-r", "-f", "raw", "-c", fmt.Sprintf("read %d 4096", bad.Offset), s.uri).CombinedOutput()
-	if err == nil && !strings.Contains(string(out), "Input/output error") {
-		t.Errorf("qemu-io read of the corrupt chunk succeeded: %s", out)
-	}
-	if got := qemuRead(t, s.uri, 4096, 8192); !bytes.Equal(got, data[4096:4096+8192]) {
-		t.Error("a read of good chunks differs from the file")
-	}
-	code, stderr := s.stop(t)
+	// The clients run as serve --run's command, which has the URI in $uri.
+	script := fmt.Sprintf(`qemu-io -r -f raw -c 'read %d 4096' "$uri" 2>&1 | sed 's/^/corrupt: /'; qemu-io -r -f raw -c 'read -v 4096 8192' "$uri"`, bad.Offset)
+	out, stderr, code := cli(t, "serve", ref, "--listen", socketIn(t), "--stats=json", "--run", script)
 	if code != 0 {
 		t.Errorf("serve exited %d: %s", code, stderr)
+	}
+	if !strings.Contains(out, "corrupt: ") || !strings.Contains(out, "Input/output error") {
+		t.Errorf("qemu-io read of the corrupt chunk did not fail with EIO: %s", out)
+	}
+	if got := qemuDump(t, out, 8192); !bytes.Equal(got, data[4096:4096+8192]) {
+		t.Error("a read of good chunks differs from the file")
 	}
 	t.Logf("serve's stderr:\n%s", stderr)
 	st := serveStatsOf(t, stderr)
@@ -532,8 +541,9 @@ func TestServeCorrupt(t *testing.T) {
 	}
 }
 
-// TestServeSignal runs serve as a process and stops it with SIGTERM: it
-// exits 0, removes its socket and prints its stats.
+// TestServeSignal runs serve as a process and stops it with SIGINT and
+// SIGTERM: it removes its socket, prints its stats and exits 130 and 143, as
+// a shell reports a command those signals stopped.
 func TestServeSignal(t *testing.T) {
 	t.Parallel()
 	needClients(t, "nbdinfo")
@@ -546,42 +556,124 @@ func TestServeSignal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sock := socketIn(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, self, "serve", ref, "--listen", "unix://"+sock, "--stats")
-	cmd.Env = offlineEnv(t, execAsLazydisk+"=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGINT, 130}, {syscall.SIGTERM, 143}} {
+		t.Run(tc.sig.String(), func(t *testing.T) {
+			t.Parallel()
+			sock := socketIn(t)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, self, "serve", ref, "--listen", "unix://"+sock, "--stats")
+			cmd.Env = offlineEnv(t, execAsLazydisk+"=1")
+			stderr, err := cmd.StderrPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			lines := bufio.NewScanner(stderr)
+			var rest strings.Builder
+			if !lines.Scan() || !readyLine.MatchString(lines.Text()) {
+				cmd.Process.Kill()
+				cmd.Wait()
+				t.Fatalf("serve printed %q, not the ready line", lines.Text())
+			}
+			uri := readyLine.FindStringSubmatch(lines.Text())[3]
+			if out := tool(t, "nbdinfo", "--size", uri); strings.TrimSpace(out) != "1048576" {
+				t.Errorf("nbdinfo --size says %q", out)
+			}
+			if err := cmd.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			for lines.Scan() {
+				rest.WriteString(lines.Text() + "\n")
+			}
+			cmd.Wait()
+			if code := cmd.ProcessState.ExitCode(); code != tc.code {
+				t.Errorf("serve after %s exited %d, want %d; stderr %q", tc.sig, code, tc.code, rest.String())
+			}
+			if !strings.HasPrefix(rest.String(), "served disk/vm.img (1.0 MiB, estargz) for ") || !strings.Contains(rest.String(), "1 connections") {
+				t.Errorf("serve printed %q after %s; want its stats", rest.String(), tc.sig)
+			}
+			if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+				t.Errorf("the socket is still there after serve exited: %v", err)
+			}
+		})
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lines := bufio.NewScanner(stderr)
-	var rest strings.Builder
-	if !lines.Scan() || !readyLine.MatchString(lines.Text()) {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("serve printed %q, not the ready line", lines.Text())
-	}
-	uri := readyLine.FindStringSubmatch(lines.Text())[3]
-	if out := tool(t, "nbdinfo", "--size", uri); strings.TrimSpace(out) != "1048576" {
-		t.Errorf("nbdinfo --size says %q", out)
-	}
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for lines.Scan() {
-		rest.WriteString(lines.Text() + "\n")
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Errorf("serve after SIGTERM: %v; stderr %q", err, rest.String())
-	}
-	if !strings.HasPrefix(rest.String(), "served disk/vm.img (1.0 MiB, estargz) for ") || !strings.Contains(rest.String(), "1 connections") {
-		t.Errorf("serve printed %q after SIGTERM; want its stats", rest.String())
-	}
-	if _, err := os.Lstat(sock); !os.IsNotExist(err) {
-		t.Errorf("the socket is still there after serve exited: %v", err)
-	}
+}
+
+// TestServeScripting checks what scripts use: --run with the URI in its
+// environment and its exit status, --print-uri, --pidfile and a bare path
+// for --listen.
+func TestServeScripting(t *testing.T) {
+	t.Parallel()
+	needClients(t, "nbdinfo")
+	dir := t.TempDir()
+	path, _ := diskFile(t, dir, "vm.img", 1<<20, 6)
+	layout := filepath.Join(dir, "layout")
+	mustCLI(t, "convert", "--estargz", "disk:"+path, "oci:"+layout)
+
+	t.Run("run", func(t *testing.T) {
+		t.Parallel()
+		// Without --listen: a private socket, gone afterwards.
+		out, stderr, code := cli(t, "serve", layout, "--run", `test -S "$unixsocket" && test "$nbd" = "$uri" && echo "$uri $unixsocket" && nbdinfo --size "$uri"`)
+		if code != 0 {
+			t.Fatalf("serve --run: exit %d: %s", code, stderr)
+		}
+		uri, rest, _ := strings.Cut(out, " ")
+		sock, size, _ := strings.Cut(rest, "\n")
+		if uri != "nbd+unix:///?socket="+sock || strings.TrimSpace(size) != "1048576" {
+			t.Errorf("serve --run's command printed %q", out)
+		}
+		if _, err := os.Lstat(filepath.Dir(sock)); !os.IsNotExist(err) {
+			t.Errorf("serve --run left its socket's directory: %v", err)
+		}
+		// The command's status is serve's.
+		if _, stderr, code := cli(t, "serve", layout, "--listen", "tcp://127.0.0.1:0", "--run", `test -z "$unixsocket" && exit 7`); code != 7 || !strings.Contains(stderr, "--run command exited with status 7") {
+			t.Errorf("serve --run 'exit 7': exit %d, stderr %q", code, stderr)
+		}
+	})
+
+	t.Run("print-uri and pidfile", func(t *testing.T) {
+		t.Parallel()
+		sock := socketIn(t)
+		pidfile := filepath.Join(t.TempDir(), "serve.pid")
+		ctx, cancel := context.WithCancel(context.Background())
+		stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+		done := make(chan int, 1)
+		go func() {
+			done <- run(ctx, []string{"serve", layout, "--listen", sock, "--print-uri", "--pidfile", pidfile}, strings.NewReader(""), stdout, stderr)
+		}()
+		deadline := time.Now().Add(30 * time.Second)
+		for !strings.HasSuffix(stdout.String(), "\n") && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		uri := stdout.String()
+		if uri != "nbd+unix:///?socket="+sock+"\n" {
+			t.Errorf("serve --print-uri printed %q on stdout", uri)
+		}
+		// The pidfile is there once the URI is printed.
+		b, err := os.ReadFile(pidfile)
+		if err != nil || string(b) != strconv.Itoa(os.Getpid())+"\n" {
+			t.Errorf("pidfile %q, %v; want %d", b, err, os.Getpid())
+		}
+		if fi, err := os.Stat(pidfile); err == nil && fi.Mode().Perm()&0o044 == 0 {
+			t.Errorf("pidfile mode %v: others cannot read it", fi.Mode())
+		}
+		if out := tool(t, "nbdinfo", "--size", strings.TrimSpace(uri)); strings.TrimSpace(out) != "1048576" {
+			t.Errorf("nbdinfo --size says %q", out)
+		}
+		cancel()
+		if code := <-done; code != 0 {
+			t.Errorf("serve exited %d: %s", code, stderr)
+		}
+		for _, p := range []string{sock, pidfile} {
+			if _, err := os.Lstat(p); !os.IsNotExist(err) {
+				t.Errorf("%s is still there after serve exited: %v", p, err)
+			}
+		}
+	})
 }

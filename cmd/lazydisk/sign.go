@@ -98,7 +98,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return err
 	}
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -121,7 +121,7 @@ func (o *signOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if o.format == "json" {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
-	printSigned(cmd.ErrOrStderr(), res)
+	printSigned(o.reg.info(cmd), res)
 	fmt.Fprintln(cmd.OutOrStdout(), res.Digest)
 	return nil
 }
@@ -196,12 +196,23 @@ func loadSigner(cmd *cobra.Command, path string) (signature.SignerVerifier, erro
 		return nil, usagef("--key %s: %w", path, err)
 	}
 	if errors.Is(err, sign.ErrKeyPassword) {
+		if _, set := os.LookupEnv(passwordEnv); !set && !stdinIsTerminal(cmd) {
+			return nil, usagef("--key %s is encrypted, $%s is not set and there is no terminal to ask for its password: set $%s to the key's password",
+				path, passwordEnv, passwordEnv)
+		}
 		return nil, fmt.Errorf("--key %s: %w: set $%s to the key's password", path, err, passwordEnv)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("--key %s: %w", path, err)
 	}
 	return sv, nil
+}
+
+// stdinIsTerminal reports whether the command's stdin is a terminal, where
+// a password can be asked.
+func stdinIsTerminal(cmd *cobra.Command) bool {
+	in, ok := cmd.InOrStdin().(*os.File)
+	return ok && term.IsTerminal(int(in.Fd()))
 }
 
 // keyPassword returns $COSIGN_PASSWORD when it is set (even empty), or asks

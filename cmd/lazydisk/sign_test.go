@@ -177,7 +177,12 @@ func TestVerifyTamper(t *testing.T) {
 	})
 	t.Run("another key", func(t *testing.T) {
 		tag, _ := signed(t, "tamper/other-key")
-		wantExit(t, exitBadSignature, "bad signature", "verify", "--key", other+".pub", tag)
+		out, stderr, code := cli(t, "verify", "--key", other+".pub", tag)
+		if code != exitBadSignature || strings.Count(out, "is not signed by this key") != 1 || strings.Count(out, "does not verify with the key") != 1 ||
+			strings.Contains(out+stderr, "threshold") || strings.Contains(stderr, "not signed by this key") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("verify with another key: exit %d, want %d, each signature's reason once on stdout, one line on stderr, no sigstore internals:\n%s%s",
+				code, exitBadSignature, out, stderr)
+		}
 		readKey(t, exitBadSignature, "bad signature", other+".pub", tag)
 		wantExit(t, exitBadSignature, "bad signature", "serve", "--key", other+".pub", "--listen", "tcp://127.0.0.1:0", tag)
 	})
@@ -193,7 +198,11 @@ func TestVerifyTamper(t *testing.T) {
 		replaySignatures(t, repoOf(tag), digest, newDigest)
 		wantExit(t, exitBadSignature, "bad signature for "+newDigest, "verify", "--key", key+".pub", tag)
 		readKey(t, exitBadSignature, "bad signature for "+newDigest, key+".pub", tag)
-		wantExit(t, exitBadSignature, "not "+newDigest, "verify", "--key", key+".pub", "--signature-format", "legacy", tag)
+		// The report on stdout says why each signature is refused, stderr
+		// once that none is valid.
+		if out := wantExit(t, exitBadSignature, "bad signature for "+newDigest, "verify", "--key", key+".pub", "--signature-format", "legacy", tag); !strings.Contains(out, "not "+newDigest) {
+			t.Errorf("verify's report does not say the signature is of another manifest:\n%s", out)
+		}
 	})
 	t.Run("layer swapped in the manifest", func(t *testing.T) {
 		tag, digest := signed(t, "tamper/swap")
@@ -417,4 +426,25 @@ func TestSignCLI(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestSignWithoutPassword signs with an encrypted key, without
+// COSIGN_PASSWORD and without a terminal: the error says that, not "wrong
+// password".
+func TestSignWithoutPassword(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	diskPath, _ := diskFile(t, dir, "vm.img", 100<<10, 71)
+	layout := "oci:" + filepath.Join(dir, "layout")
+	mustCLI(t, "convert", "--estargz", "disk:"+diskPath, layout)
+	key := filepath.Join(dir, "k")
+	mustProcess(t, offlineEnv(t, "COSIGN_PASSWORD=secret"), "keygen", "--output-key-prefix", key)
+	_, stderr, code := lazydiskProcess(t, offlineEnv(t), dir, "sign", "--key", key+".key", layout)
+	if code != 2 || !strings.Contains(stderr, "$COSIGN_PASSWORD is not set and there is no terminal") || strings.Contains(stderr, "wrong password") {
+		t.Errorf("sign without COSIGN_PASSWORD or a terminal: exit %d, %q", code, stderr)
+	}
+	_, stderr, code = lazydiskProcess(t, offlineEnv(t, "COSIGN_PASSWORD=wrong"), dir, "sign", "--key", key+".key", layout)
+	if code != 1 || !strings.Contains(stderr, "wrong password") {
+		t.Errorf("sign with a wrong COSIGN_PASSWORD: exit %d, %q", code, stderr)
+	}
 }

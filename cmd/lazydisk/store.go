@@ -2,16 +2,12 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"strings"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
@@ -24,10 +20,8 @@ import (
 type storeOptions struct {
 	disk      diskFlags
 	root      string
-	authFile  string
 	readahead string
 	idle      time.Duration
-	verbose   bool
 }
 
 func newStoreCmd(reg *registryOptions) *cobra.Command {
@@ -52,8 +46,9 @@ digest (older releases such as podman 4.3); both name the same layer.
 An image the store cannot open (not seekable, no TOC digest annotations,
 unreachable, or with --key not signed by that key) shows no layers: the
 runtime then pulls it the normal way, under its own signature policy.
-Credentials come from --auth-file (default $REGISTRY_AUTH_FILE, podman's
-auth.json format) and the Docker config. Images nobody uses are closed after
+Credentials come from --authfile (default $REGISTRY_AUTH_FILE; podman's
+auth.json, which lazydisk login writes too) and the Docker config. With -v, the
+lookups and the use protocol are logged too. Images nobody uses are closed after
 --idle, which frees their caches; reads reopen them.
 
 store runs in the foreground until SIGINT or SIGTERM, then unmounts DIR.
@@ -76,14 +71,15 @@ Failed lookups and reads are logged on stderr. Needs root (or fusermount).`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.root, "root", "", "the store's directory, as named in additionallayerstores (required)")
-	f.StringVar(&o.authFile, "auth-file", "", "registry credentials in podman's auth.json format (default $REGISTRY_AUTH_FILE)")
+	// --auth-file: the spelling of the store's first design; --authfile
+	// (global, as podman and skopeo spell it) is the documented one.
+	f.StringVar(&reg.authfile, "auth-file", "", "the same as --authfile")
+	_ = f.MarkHidden("auth-file")
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads of large files (0: none)")
 	f.DurationVar(&o.idle, "idle", layerstore.DefaultIdle, "close images nobody has used for this long")
-	f.BoolVarP(&o.verbose, "verbose", "v", false, "log lookups and the use protocol too")
 	o.disk.addFlags(cmd)
 	_ = f.MarkHidden("file")
 	_ = cmd.MarkFlagDirname("root")
-	_ = cmd.MarkFlagFilename("auth-file", "json")
 	return cmd
 }
 
@@ -116,14 +112,14 @@ func (o *storeOptions) run(ctx context.Context, cmd *cobra.Command) error {
 	case !fi.IsDir():
 		return usagef("--root %s is not a directory", o.root)
 	}
-	authFile := o.authFile
-	if authFile == "" {
-		authFile = os.Getenv("REGISTRY_AUTH_FILE")
-	}
-	var kc authn.Keychain = authn.DefaultKeychain
-	if authFile != "" {
-		if kc, err = authFileKeychain(authFile); err != nil {
-			return err
+	if path := o.disk.reg.authfile; path != "" || os.Getenv("REGISTRY_AUTH_FILE") != "" {
+		if path == "" {
+			path = os.Getenv("REGISTRY_AUTH_FILE")
+		}
+		// A daemon checks its credentials file once, at start; it is read
+		// again at each lookup.
+		if err := image.CheckAuthFile(path); err != nil {
+			return fmt.Errorf("--authfile: %w", err)
 		}
 	}
 	if err := fusefs.Available(); err != nil {
@@ -133,9 +129,8 @@ func (o *storeOptions) run(ctx context.Context, cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	opts = append(opts, disk.WithImageOptions(image.WithKeychain(kc)))
 	level := slog.LevelInfo
-	if o.verbose {
+	if o.disk.reg.verbose {
 		level = slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: level}))
@@ -162,43 +157,4 @@ func (o *storeOptions) run(ctx context.Context, cmd *cobra.Command) error {
 	s := st.Stats()
 	log.Info("stopped", "requests", s.Requests, "bytes", s.BytesFetched, "chunks", s.ChunksFetched)
 	return err
-}
-
-// authFileKeychain reads registry credentials from a containers-auth.json
-// file ({"auths": {"HOST": {"auth": base64("USER:PASSWORD")}}}), falling
-// back to the Docker config for registries it does not name.
-func authFileKeychain(path string) (authn.Keychain, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("--auth-file: %w", err)
-	}
-	var f struct {
-		Auths map[string]struct {
-			Auth string `json:"auth"`
-		} `json:"auths"`
-	}
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("--auth-file %s is not a containers-auth.json file: %w", path, err)
-	}
-	kc := authKeychain{}
-	for host, a := range f.Auths {
-		raw, err := base64.StdEncoding.DecodeString(a.Auth)
-		user, pass, ok := strings.Cut(string(raw), ":")
-		if err != nil || !ok {
-			return nil, fmt.Errorf("--auth-file %s: the entry for %s is not base64 of USER:PASSWORD", path, host)
-		}
-		host = strings.TrimPrefix(strings.TrimPrefix(host, "https://"), "http://")
-		host, _, _ = strings.Cut(host, "/")
-		kc[host] = authn.FromConfig(authn.AuthConfig{Username: user, Password: pass})
-	}
-	return authn.NewMultiKeychain(kc, authn.DefaultKeychain), nil
-}
-
-type authKeychain map[string]authn.Authenticator
-
-func (k authKeychain) Resolve(r authn.Resource) (authn.Authenticator, error) {
-	if a, ok := k[r.RegistryStr()]; ok {
-		return a, nil
-	}
-	return authn.Anonymous, nil
 }

@@ -51,9 +51,9 @@ layers that are not seekable are reported, not errors.`,
 	f := cmd.Flags()
 	f.StringVar(&o.platform, "platform", "", "the image of an index to read (os/arch[/variant]; default: this machine's)")
 	f.StringVar(&o.layer, "layer", "", "only this layer: its index (0 is the first) or its digest")
-	f.StringVar(&o.format, "format", "table", "output format: table or json")
+	f.StringVar(&o.format, "format", "text", "output format: text or json (table: text, as earlier versions named it)")
 	f.BoolVar(&o.chunks, "chunks", false, "list every chunk of every file")
-	_ = cmd.RegisterFlagCompletionFunc("format", cobra.FixedCompletions([]string{"table", "json"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("layer", cobra.NoFileCompletions)
 	return cmd
@@ -106,10 +106,13 @@ type chunkTOC struct {
 var errBadTOC = errors.New("a layer's TOC is invalid or does not match its annotation")
 
 func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string) error {
-	if o.format != "table" && o.format != "json" {
-		return usagef("--format must be table or json, not %q", o.format)
+	if o.format == "table" {
+		o.format = "text"
 	}
-	ref, err := image.Parse(refArg)
+	if err := checkTextOrJSON("format", o.format); err != nil {
+		return err
+	}
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -129,9 +132,14 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 		return err
 	}
 	img := art.Image
-	if art.Index != nil {
+	switch {
+	case art.Index != nil:
 		if img, err = image.SelectPlatform(art.Index, *p); err != nil {
-			return err
+			return fmt.Errorf("%s: %w", ref, err)
+		}
+	case o.platform != "":
+		if err := image.CheckPlatform(img, *p); err != nil {
+			return fmt.Errorf("%s: %w", ref, err)
 		}
 	}
 	m, err := img.Manifest()

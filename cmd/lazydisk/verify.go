@@ -142,7 +142,7 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 	if p != nil {
 		opts = append(opts, verify.WithPlatform(*p))
 	}
-	ref, err := image.Parse(refArg)
+	ref, err := image.ParseSource(refArg)
 	if err != nil {
 		return usageError{err}
 	}
@@ -154,6 +154,13 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		return err
 	}
 	opts = append(opts, verify.WithImageOptions(o.reg.imageOptions()...))
+	if o.deep && o.reg.showProgress() {
+		pr := newProgressPrinter(cmd.ErrOrStderr())
+		defer pr.close()
+		opts = append(opts, verify.WithProgress(func(p verify.Progress) {
+			pr.phase("fetching layer "+shortDigest(p.Layer.String()), p.Layer.String(), p.Read, p.Total, p.Done)
+		}))
+	}
 	rep, err := verify.Image(ctx, ref, v, opts...)
 	if rep == nil {
 		return err
@@ -166,9 +173,20 @@ func (o *verifyOptions) run(ctx context.Context, cmd *cobra.Command, refArg stri
 		if jerr := printJSON(cmd.OutOrStdout(), out); jerr != nil {
 			return jerr
 		}
-		return err
+		if err != nil {
+			return reportedError{err: err}
+		}
+		return nil
 	}
 	printReport(cmd.OutOrStdout(), rep, err)
+	if s := rep.Signature; errors.Is(err, verify.ErrBadSignature) && len(s.Rejected) > 0 && len(s.Verified) == 0 {
+		// The report has each signature's reason; say it once.
+		n := "1 signature"
+		if len(s.Rejected) > 1 {
+			n = fmt.Sprintf("%d signatures", len(s.Rejected))
+		}
+		return reportedError{err: err, summary: fmt.Sprintf("bad signature for %s in %s: %s found, none valid for this key (why: above)", s.Digest, rep.Reference, n)}
+	}
 	return err
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	protodsse "github.com/sigstore/protobuf-specs/gen/pb-go/dsse"
 	sgbundle "github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	sgverify "github.com/sigstore/sigstore-go/pkg/verify"
@@ -139,6 +140,20 @@ func CheckLegacy(l Legacy, v signature.Verifier, h v1.Hash) (map[string]string, 
 	return stringMap(p.Optional), nil
 }
 
+// dsseSignedBy reports whether one of sigs is v's signature of the DSSE
+// pre-authentication encoding of the payload:
+// "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body, lengths in decimal.
+func dsseSignedBy(payloadType string, payload []byte, sigs []*protodsse.Signature, v signature.Verifier) bool {
+	pae := fmt.Appendf(nil, "DSSEv1 %d %s %d ", len(payloadType), payloadType, len(payload))
+	pae = append(pae, payload...)
+	for _, s := range sigs {
+		if v.VerifySignature(bytes.NewReader(s.GetSig()), bytes.NewReader(pae)) == nil {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckBundle checks that b is a Sigstore bundle signed by v over a cosign
 // signature statement (predicate type CosignSignPredicateType) whose subject
 // is the manifest h, and returns the subject's annotations. No transparency
@@ -150,6 +165,12 @@ func CheckBundle(b Bundle, v signature.Verifier, h v1.Hash) (map[string]string, 
 	var bb sgbundle.Bundle
 	if err := bb.UnmarshalJSON(b.JSON); err != nil {
 		return nil, fmt.Errorf("%w: referrer %s holds no valid bundle: %w", ErrInvalidSignature, b.Referrer, err)
+	}
+	// A bundle signed by another key is the usual failure: say so, rather
+	// than what sigstore-go says ("accepted signatures do not match
+	// threshold").
+	if env := bb.GetDsseEnvelope(); env != nil && !dsseSignedBy(env.GetPayloadType(), env.GetPayload(), env.GetSignatures(), v) {
+		return nil, fmt.Errorf("%w: the bundle in referrer %s is not signed by this key", ErrInvalidSignature, b.Referrer)
 	}
 	key := root.NewExpiringKey(v, time.Time{}, time.Time{})
 	tm := root.NewTrustedPublicKeyMaterial(func(string) (root.TimeConstrainedVerifier, error) { return key, nil })

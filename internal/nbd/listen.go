@@ -27,11 +27,18 @@ func (a Address) String() string { return a.Network + "://" + a.Addr }
 
 // ParseAddress parses a listen address: unix://PATH (relative to the
 // working directory unless it starts with /, so unix:///run/x.sock is
-// /run/x.sock) or tcp://HOST:PORT, where PORT may be left out for
+// /run/x.sock), a bare PATH without ':' (a unix socket too, as qemu-nbd -k
+// and nbdkit -U take it), or tcp://HOST:PORT, where PORT may be left out for
 // DefaultPort and HOST may be an IP address, [IPv6], or a name.
 func ParseAddress(s string) (Address, error) {
 	scheme, rest, ok := strings.Cut(s, "://")
 	switch {
+	case !ok && s != "" && !strings.Contains(s, ":"):
+		p, err := filepath.Abs(s)
+		if err != nil {
+			return Address{}, fmt.Errorf("listen address %q: %w", s, err)
+		}
+		return Address{Network: "unix", Addr: p}, nil
 	case !ok:
 	case scheme == "unix":
 		if rest == "" {
@@ -57,7 +64,7 @@ func ParseAddress(s string) (Address, error) {
 		}
 		return Address{Network: "tcp", Addr: net.JoinHostPort(host, port)}, nil
 	}
-	return Address{}, fmt.Errorf("listen address %q: use unix:///PATH or tcp://HOST:PORT", s)
+	return Address{}, fmt.Errorf("listen address %q: use unix:///PATH or tcp://HOST:PORT (or a bare PATH without ':')", s)
 }
 
 // Loopback reports whether only this machine can reach a: a unix socket, or

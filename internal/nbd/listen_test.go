@@ -38,9 +38,11 @@ func TestParseAddress(t *testing.T) {
 		{"tcp://127.0.0.1:70000", "", "", false, "not a number"},
 		{"tcp://127.0.0.1:x", "", "", false, "not a number"},
 		{"tcp://::1:10809", "", "", false, "IPv6 address in brackets"},
-		{"127.0.0.1:10809", "", "", false, "use unix:///PATH or tcp://HOST:PORT"},
-		{"nbd://127.0.0.1", "", "", false, "use unix:///PATH or tcp://HOST:PORT"},
-		{"/run/disk.sock", "", "", false, "use unix:///PATH or tcp://HOST:PORT"},
+		{"127.0.0.1:10809", "", "", false, "or tcp://HOST:PORT"},
+		{"nbd://127.0.0.1", "", "", false, "or tcp://HOST:PORT"},
+		{"/run/disk.sock", "unix", "/run/disk.sock", true, ""},
+		{"disk.sock", "unix", filepath.Join(wd, "disk.sock"), true, ""},
+		{"/run/a:b.sock", "", "", false, "use unix:///PATH"},
 	}
 	for _, tt := range tests {
 		a, err := ParseAddress(tt.in)

@@ -221,7 +221,7 @@ type proc struct {
 	err    error // cmd.Wait's
 }
 
-var readyLine = regexp.MustCompile(`^serving /\S+ \(\d+ bytes, [^)]+\) at (nbd\S+)$`)
+var readyLine = regexp.MustCompile(`^serving /?\S+ \(\d+ bytes, [^)]+\) at (nbd\S+)$`)
 
 // start starts s on a fresh unix socket and returns once it accepts
 // connections.
@@ -301,7 +301,9 @@ func (p *proc) stop() (serveStats, error) {
 	<-p.exited
 	os.RemoveAll(p.dir)
 	st.cpu = cpuOf(p.cmd)
-	if p.err != nil {
+	// lazydisk exits 143 once it has stopped for SIGTERM, as shells report
+	// a command SIGTERM stopped.
+	if ee, ok := p.err.(*exec.ExitError); p.err != nil && (!ok || ee.ExitCode() != 143) {
 		return st, fmt.Errorf("the server exited: %w: %s", p.err, &p.stderr)
 	}
 	for _, line := range strings.Split(p.stderr.String(), "\n") {
