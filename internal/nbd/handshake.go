@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,6 +29,8 @@ type conn struct {
 	log *slog.Logger
 
 	wmu sync.Mutex // serialises replies
+	// broken is set once a reply failed and the connection was closed.
+	broken atomic.Bool
 }
 
 // session is what the handshake agreed for the transmission phase.

@@ -33,6 +33,16 @@ const (
 	// DefaultReplyTimeout is the default time a client has to take in one
 	// reply (32 MiB at most) before the server gives up on it.
 	DefaultReplyTimeout = time.Minute
+	// DefaultConnMemory is the default bound on the read buffers of one
+	// connection's requests in flight, without WithMemory: 64 MiB.
+	DefaultConnMemory = 64 << 20
+	// MinConnMemory is the least WithMemory may leave each connection:
+	// 64 KiB, the smallest piece a reply is read and sent in.
+	MinConnMemory = 64 << 10
+	// replyPiece is the most a read reads from its backend before sending
+	// it: a larger reply is read and sent in pieces, one piece buffer at a
+	// time, so that its memory does not grow with the request.
+	replyPiece = 1 << 20
 )
 
 // Backend is what an export serves: its bytes and its size.
@@ -99,6 +109,7 @@ type options struct {
 	maxConns         int
 	handshakeTimeout time.Duration
 	replyTimeout     time.Duration
+	memory           int64
 }
 
 // WithLogger sets where the server logs connections, protocol violations
@@ -128,14 +139,33 @@ func WithMaxRequest(n int) Option {
 
 // WithMaxInFlight sets how many requests of one connection are handled at
 // once, from 1 to 1024. Whatever it is, the read buffers of one connection's
-// requests in flight total at most 64 MiB or the maximum request, whichever
-// is larger. The default is DefaultMaxInFlight (16).
+// requests in flight total at most its share of WithMemory (64 MiB by
+// default). The default is DefaultMaxInFlight (16).
 func WithMaxInFlight(n int) Option {
 	return func(o *options) error {
 		if n < 1 || n > 1024 {
 			return fmt.Errorf("%w: requests in flight %d is out of range: use 1 to 1024", ErrInvalidOption, n)
 		}
 		o.maxInFlight = n
+		return nil
+	}
+}
+
+// WithMemory bounds the read buffers of all connections together to n
+// bytes: each of the WithMaxConns connections may hold n/WithMaxConns bytes
+// of replies being read or sent, which must be at least MinConnMemory
+// (64 KiB). A reply larger than its connection's share, or than 1 MiB, is
+// read from the backend and sent in pieces. A connection whose client does
+// not take its replies holds its share and no more: the server stops reading
+// its requests until the client reads (or the reply timeout closes it), and
+// other connections are not affected. The default is DefaultConnMemory
+// (64 MiB) per connection.
+func WithMemory(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("%w: memory must be positive, got %d", ErrInvalidOption, n)
+		}
+		o.memory = n
 		return nil
 	}
 }
@@ -187,8 +217,10 @@ type Server struct {
 	byName  map[string]*Export
 	def     *Export
 	opts    options
-	// budget bounds the read buffers of one connection's requests in flight.
-	budget int64
+	// budget bounds the read buffers of one connection's requests in
+	// flight, and piece is the most one of them reads at once.
+	budget, piece int64
+	bufs          sync.Pool // of *[]byte of piece bytes
 
 	open   atomic.Int64 // connections open now
 	lastID atomic.Int64 // numbers connections in the log
@@ -217,8 +249,15 @@ func New(exports []Export, opts ...Option) (*Server, error) {
 		exports: append([]Export(nil), exports...),
 		byName:  make(map[string]*Export, len(exports)),
 		opts:    o,
-		budget:  max(int64(o.maxRequest), 64<<20),
+		budget:  DefaultConnMemory,
 	}
+	if o.memory > 0 {
+		s.budget = o.memory / int64(o.maxConns)
+		if s.budget < MinConnMemory {
+			return nil, fmt.Errorf("%w: memory %d leaves %d bytes to each of %d connections, less than %d", ErrInvalidOption, o.memory, s.budget, o.maxConns, MinConnMemory)
+		}
+	}
+	s.piece = min(s.budget, replyPiece)
 	for i := range s.exports {
 		e := &s.exports[i]
 		if err := checkExport(e, o.maxRequest); err != nil {
