@@ -26,8 +26,13 @@ const (
 	// DefaultMaxConns is the default number of connections open at once.
 	DefaultMaxConns = 64
 	// DefaultHandshakeTimeout is the default time a client has from
-	// connecting to entering the transmission phase.
-	DefaultHandshakeTimeout = 30 * time.Second
+	// connecting to entering the transmission phase: 10 s. Real clients
+	// take milliseconds.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// logInterval is the least time between two log lines of one kind
+	// about connections refused, evicted or failing their handshake; the
+	// next line says how many were left out.
+	logInterval = time.Second
 	// DefaultBlockSize is the default preferred block size of an export.
 	DefaultBlockSize = 4096
 	// DefaultReplyTimeout is the default time a client has to take in one
@@ -170,9 +175,11 @@ func WithMemory(n int64) Option {
 	}
 }
 
-// WithMaxConns sets how many connections may be open at once; the server
-// closes connections past it as soon as it accepts them. The default is
-// DefaultMaxConns (64).
+// WithMaxConns sets how many connections may be open at once. When a
+// client connects while that many are open, the server makes room by
+// closing the connection idle the longest: one still in its handshake, or
+// one in transmission with no request being answered. If every connection
+// is busy, it closes the new one. The default is DefaultMaxConns (64).
 func WithMaxConns(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
@@ -185,7 +192,7 @@ func WithMaxConns(n int) Option {
 
 // WithHandshakeTimeout sets how long a client has from connecting to
 // entering the transmission phase, so that a silent client cannot hold a
-// connection. The default is DefaultHandshakeTimeout (30 s).
+// connection. The default is DefaultHandshakeTimeout (10 s).
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -222,9 +229,11 @@ type Server struct {
 	budget, piece int64
 	bufs          sync.Pool // of *[]byte of piece bytes
 
-	open   atomic.Int64 // connections open now
-	lastID atomic.Int64 // numbers connections in the log
+	mu     sync.Mutex
+	conns  map[*conn]struct{} // connections open now, evicted ones left out
+	lastID atomic.Int64       // numbers connections in the log
 	stats  counters
+	logs   [numLogKinds]rateLimit
 }
 
 // New returns a server of exports, which must have distinct names.
@@ -250,6 +259,7 @@ func New(exports []Export, opts ...Option) (*Server, error) {
 		byName:  make(map[string]*Export, len(exports)),
 		opts:    o,
 		budget:  DefaultConnMemory,
+		conns:   map[*conn]struct{}{},
 	}
 	if o.memory > 0 {
 		s.budget = o.memory / int64(o.maxConns)
@@ -358,18 +368,86 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup
 		}
 		delay = 0
 		s.stats.connections.Add(1)
-		if s.open.Add(1) > int64(s.opts.maxConns) {
-			s.open.Add(-1)
+		c := s.newConn(nc)
+		if !s.admit(c) {
 			s.stats.refused.Add(1)
-			s.opts.log.Warn("refusing nbd connection: too many open", "remote", nc.RemoteAddr().String(), "max", s.opts.maxConns)
+			if n, ok := s.logs[logRefused].allow(); ok {
+				s.opts.log.Warn("refusing nbd connection: every connection is busy", "remote", nc.RemoteAddr().String(), "max", s.opts.maxConns, "refused_since_last_line", n)
+			}
 			nc.Close()
 			continue
 		}
 		wg.Go(func() {
-			defer s.open.Add(-1)
-			s.serveConn(ctx, nc)
+			defer s.leave(c)
+			s.serveConn(ctx, c)
 		})
 	}
+}
+
+// admit counts c as open, closing the connection idle the longest to make
+// room if the maximum is reached, and reports whether it did: not when
+// every open connection is busy.
+func (s *Server) admit(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) >= s.opts.maxConns {
+		var victim *conn
+		var since int64
+		for o := range s.conns {
+			if t, idle := o.idleSince(); idle && (victim == nil || t < since) {
+				victim, since = o, t
+			}
+		}
+		if victim == nil {
+			return false
+		}
+		delete(s.conns, victim)
+		victim.nc.Close()
+		s.stats.evicted.Add(1)
+		if n, ok := s.logs[logEvicted].allow(); ok {
+			s.opts.log.Warn("closing the idlest nbd connection to admit a new one", "closed", victim.nc.RemoteAddr().String(),
+				"idle", time.Since(time.Unix(0, since)).Round(time.Millisecond), "max", s.opts.maxConns, "closed_since_last_line", n)
+		}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// leave forgets c once its handler has returned.
+func (s *Server) leave(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Kinds of rate-limited log lines.
+const (
+	logRefused = iota
+	logEvicted
+	logHandshake
+	numLogKinds
+)
+
+// rateLimit lets one log line of a kind through per logInterval and counts
+// the others.
+type rateLimit struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int64
+}
+
+// allow reports whether a line may be logged now and, if so, how many
+// were left out since the last one.
+func (r *rateLimit) allow() (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.last) >= logInterval {
+		n := r.dropped
+		r.last, r.dropped = now, 0
+		return n, true
+	}
+	r.dropped++
+	return 0, false
 }
 
 func retryable(err error) bool {
@@ -385,8 +463,11 @@ type Stats struct {
 	// Active is how many connections are open now.
 	Active int64 `json:"active"`
 	// Refused counts connections closed at once because the maximum number
-	// of connections was open.
+	// of connections was open, all of them busy.
 	Refused int64 `json:"refused"`
+	// Evicted counts idle connections closed to admit a new one when the
+	// maximum number of connections was open.
+	Evicted int64 `json:"evicted"`
 	// HandshakeFailures counts connections that ended before the
 	// transmission phase other than by NBD_OPT_ABORT: a protocol violation,
 	// an unknown name in NBD_OPT_EXPORT_NAME, the handshake timeout, or the
@@ -415,9 +496,16 @@ type Stats struct {
 
 type counters struct {
 	connections, refused, handshakeFailures atomic.Int64
+	evicted                                 atomic.Int64
 	reads, blockStatus, flushes, writes     atomic.Int64
 	unknown, errors, backendErrors          atomic.Int64
 	bytesRead, zeroBytes                    atomic.Int64
+}
+
+func (s *Server) active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // Stats returns what the server has done so far.
@@ -425,8 +513,9 @@ func (s *Server) Stats() Stats {
 	c := &s.stats
 	return Stats{
 		Connections:       c.connections.Load(),
-		Active:            s.open.Load(),
+		Active:            int64(s.active()),
 		Refused:           c.refused.Load(),
+		Evicted:           c.evicted.Load(),
 		HandshakeFailures: c.handshakeFailures.Load(),
 		Reads:             c.reads.Load(),
 		BlockStatus:       c.blockStatus.Load(),

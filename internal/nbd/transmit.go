@@ -50,7 +50,12 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 	bufs := semaphore.NewWeighted(c.srv.budget)
 	st := &c.srv.stats
 
+	inline := false // the last request was answered inline
 	for {
+		if inline {
+			c.finish()
+			inline = false
+		}
 		if c.broken.Load() {
 			// A reply failed: the requests still buffered are not answered.
 			return nil
@@ -68,8 +73,12 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 			c.nc.Close() // hard disconnect: replies in flight are dropped
 			return err
 		}
+		c.busy.Add(1)
+		c.touch()
+		inline = true
 		switch req.typ {
 		case cmdDisc:
+			c.finish()
 			return nil
 
 		case cmdRead:
@@ -85,8 +94,9 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 				return err
 			}
 			slots <- struct{}{}
+			inline = false
 			wg.Go(func() {
-				defer func() { <-slots; bufs.Release(piece) }()
+				defer func() { <-slots; bufs.Release(piece); c.finish() }()
 				c.read(sess, req, piece)
 			})
 
@@ -97,8 +107,9 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 				continue
 			}
 			slots <- struct{}{}
+			inline = false
 			wg.Go(func() {
-				defer func() { <-slots }()
+				defer func() { <-slots; c.finish() }()
 				c.blockStatus(sess, req)
 			})
 
@@ -131,6 +142,12 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 			c.replyError(sess, req, errInvalid, fmt.Sprintf("unknown command %d", req.typ))
 		}
 	}
+}
+
+// finish records that a request has been answered.
+func (c *conn) finish() {
+	c.touch()
+	c.busy.Add(-1)
 }
 
 // checkRange returns EINVAL and why if [off, off+length) is empty or not
