@@ -104,6 +104,10 @@ func (i *diskImage) MediaType() (types.MediaType, error) { return types.OCIManif
 
 func (i *diskImage) Layers() ([]v1.Layer, error) { return []v1.Layer{i.layer}, nil }
 
+// DigestPending reports whether the image's manifest, and so its digest,
+// would need a pass over the disk file: its layer's digest is pending.
+func (i *diskImage) DigestPending() bool { return i.layer.DigestPending() }
+
 func (i *diskImage) ConfigFile() (*v1.ConfigFile, error) {
 	diffID, err := i.layer.DiffID()
 	if err != nil {
