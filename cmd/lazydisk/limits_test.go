@@ -178,3 +178,34 @@ func TestConvertSIGINT(t *testing.T) {
 		t.Fatalf("convert still running 30 s after SIGINT: %s", stderr.String())
 	}
 }
+
+// TestEmptyDisk checks that a 0-byte disk is refused, with a message that
+// says so, by convert (disk:) and by read and serve (an image holding one).
+func TestEmptyDisk(t *testing.T) {
+	t.Parallel()
+	reg := testregistry.Start(t)
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty.img")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := cli(t, "convert", "--estargz", "disk:"+empty, "oci:"+filepath.Join(dir, "out")+":1")
+	if code != 1 || !strings.Contains(stderr, "is 0 bytes long: the disk file is empty") {
+		t.Errorf("convert of an empty disk: exit %d, %q", code, stderr)
+	}
+	src := "docker://" + reg.Host + "/empty/disk:src"
+	pushImage(t, strings.TrimPrefix(src, "docker://"), containerDisk(t, empty, "linux/amd64"))
+	for _, format := range []string{"--estargz", "--zstd-chunked"} {
+		ref := "docker://" + reg.Host + "/empty/disk:" + strings.TrimPrefix(format, "--")
+		mustCLI(t, "convert", format, "--platform", "linux/amd64", src, ref)
+		for _, args := range [][]string{
+			{"read", "--platform", "linux/amd64", ref, "--range", "all"},
+			{"serve", "--platform", "linux/amd64", ref, "--listen", "unix://" + filepath.Join(dir, "s.sock")},
+		} {
+			_, stderr, code := cli(t, args...)
+			if code != 1 || !strings.Contains(stderr, "disk/empty.img in layer 0") || !strings.Contains(stderr, "is 0 bytes long: the disk file is empty") {
+				t.Errorf("%s of an empty disk (%s): exit %d, %q", args[0], format, code, stderr)
+			}
+		}
+	}
+}
