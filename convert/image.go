@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -53,18 +52,18 @@ type ImageResult struct {
 // set. Its converted blobs are staged in a temporary directory until Close,
 // so write it to its destination first.
 type Converted struct {
-	Image  v1.Image
-	Index  v1.ImageIndex
-	Result Result
-	dir    string
+	Image   v1.Image
+	Index   v1.ImageIndex
+	Result  Result
+	staging *staging
 }
 
 // Close removes the staged blobs.
 func (c *Converted) Close() error {
-	if c == nil || c.dir == "" {
+	if c == nil {
 		return nil
 	}
-	return os.RemoveAll(c.dir)
+	return c.staging.remove()
 }
 
 // Image converts every filesystem layer of img to the format WithFormat
@@ -100,10 +99,11 @@ func Index(ctx context.Context, idx v1.ImageIndex, opts ...Option) (*Converted, 
 }
 
 type converter struct {
-	o     options
-	dir   string
-	done  map[string]*converted
-	depth int // of the index being converted
+	o      options
+	staged *staging
+	dir    string // staged.dir
+	done   map[string]*converted
+	depth  int // of the index being converted
 }
 
 // layerPos places a layer for progress reports.
@@ -117,17 +117,17 @@ func newConverter(opts []Option) (*converter, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(o.tmpDir, "lazydisk-convert-")
+	st, err := newStaging(o.tmpDir)
 	if err != nil {
-		return nil, fmt.Errorf("creating staging directory: %w", err)
+		return nil, err
 	}
-	return &converter{o: o, dir: dir, done: map[string]*converted{}}, nil
+	return &converter{o: o, staged: st, dir: st.dir, done: map[string]*converted{}}, nil
 }
 
-func (c *converter) cleanup() { os.RemoveAll(c.dir) }
+func (c *converter) cleanup() { c.staged.remove() }
 
 func (c *converter) result(img v1.Image, idx v1.ImageIndex, images []ImageResult, dropped []v1.Descriptor) (*Converted, error) {
-	out := &Converted{Image: img, Index: idx, dir: c.dir}
+	out := &Converted{Image: img, Index: idx, staging: c.staged}
 	var d partial.Describable = img
 	if idx != nil {
 		d = idx

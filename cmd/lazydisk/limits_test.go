@@ -172,6 +172,13 @@ func TestConvertSIGINT(t *testing.T) {
 		if err == nil {
 			t.Errorf("convert interrupted exited 0")
 		}
+		for _, kv := range env {
+			if tmp, ok := strings.CutPrefix(kv, "TMPDIR="); ok {
+				if m, _ := filepath.Glob(filepath.Join(tmp, "lazydisk-convert-*")); len(m) != 0 {
+					t.Errorf("staging directories left after SIGINT: %v", m)
+				}
+			}
+		}
 	case <-time.After(30 * time.Second):
 		cmd.Process.Kill()
 		<-done
@@ -207,5 +214,62 @@ func TestEmptyDisk(t *testing.T) {
 				t.Errorf("%s of an empty disk (%s): exit %d, %q", args[0], format, code, stderr)
 			}
 		}
+	}
+}
+
+// TestConvertKilledStaging kills a convert with SIGKILL while it stages
+// (its registry never sends the layer): its staging directory stays, and
+// the next convert with the same temporary directory removes it.
+func TestConvertKilledStaging(t *testing.T) {
+	t.Parallel()
+	faults := &testregistry.Faults{}
+	reg := testregistry.Start(t, testregistry.WithMiddleware(faults.Middleware))
+	ref := pushManyLayers(t, reg, "killed/convert", 1)
+	faults.Always(testregistry.Stall)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := offlineEnv(t, execAsLazydisk+"=1")
+	tmp := ""
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "TMPDIR="); ok {
+			tmp = v
+		}
+	}
+	staged := func() []string {
+		m, _ := filepath.Glob(filepath.Join(tmp, "lazydisk-convert-*"))
+		return m
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, self, "convert", "--estargz", "--progress", "never", ref, "oci:"+filepath.Join(t.TempDir(), "o")+":1")
+	cmd.Env = env
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for faults.Count(testregistry.Stall) == 0 || len(staged()) == 0 {
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("convert did not stage and ask for a blob in 30 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd.Process.Kill() // SIGKILL: nothing runs on the way out
+	cmd.Wait()
+	left := staged()
+	if len(left) != 1 {
+		t.Fatalf("after kill -9: staging directories %v, want the killed run's", left)
+	}
+	// The next run, of another image, sweeps it away and removes its own.
+	dir := t.TempDir()
+	path, _ := diskFile(t, dir, "vm.img", 1<<20, 5)
+	if _, stderr, code := lazydiskProcess(t, env, dir, "convert", "--estargz", "disk:"+path, "oci:"+filepath.Join(dir, "out")+":1"); code != 0 {
+		t.Fatalf("the next convert: exit %d: %s", code, stderr)
+	}
+	if left := staged(); len(left) != 0 {
+		t.Errorf("after the next convert: staging directories %v, want none", left)
 	}
 }
