@@ -10,6 +10,8 @@
 #                                    # needs nbdkit: apt-get install nbdkit)
 #   bash bench/run.sh -sparse        # read --range all of a 20 GiB sparse raw disk to a file vs
 #                                    # qemu-img convert through serve and a dense write
+#   bash bench/run.sh -load          # 64 NBD clients doing random 4 KiB reads for 60 s against
+#                                    # serve, both formats (bin/benchserve -load)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -31,6 +33,7 @@ zstd_study=false
 read=false
 serve=false
 sparse=false
+load=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -49,6 +52,10 @@ for arg in "$@"; do
 		;;
 	-sparse | --sparse)
 		sparse=true
+		continue
+		;;
+	-load | --load)
+		load=true
 		continue
 		;;
 	esac
@@ -74,6 +81,14 @@ if $sparse; then
 	bash bench/mkdisk.sh -sparse "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchserve -sparse "$cache/disk-20g.img" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
+fi
+
+if $load; then
+	go -C bench build -o "$root/bin/benchserve" ./cmd/benchserve
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash bench/mkdisk.sh "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchserve -load -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 if $serve; then
