@@ -24,6 +24,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/klauspost/compress/gzip"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -85,6 +86,9 @@ func Image(ctx context.Context, img v1.Image, open Opener) (v1.Image, *ImageResu
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading manifest: %w", err)
 	}
+	if err := image.CheckManifest(m); err != nil {
+		return nil, nil, err
+	}
 	src, err := img.Digest()
 	if err != nil {
 		return nil, nil, err
@@ -98,6 +102,9 @@ func Image(ctx context.Context, img v1.Image, open Opener) (v1.Image, *ImageResu
 	nm := *m
 	nm.Layers = append([]v1.Descriptor(nil), m.Layers...)
 	for i, d := range m.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		lr, ann, err := layer(ctx, open, i, d)
 		if err != nil {
 			return nil, nil, err
@@ -275,12 +282,18 @@ func index(ctx context.Context, idx v1.ImageIndex, open Opener, res *Result) (v1
 	if err != nil {
 		return nil, err
 	}
+	if err := image.CheckIndex(im); err != nil {
+		return nil, err
+	}
 	bx := &built.Index{Images: map[v1.Hash]v1.Image{}, Indexes: map[v1.Hash]v1.ImageIndex{}}
 	nim := *im
 	nim.MediaType = types.OCIImageIndex
 	nim.Manifests = nil
 	changed := false
 	for _, d := range im.Manifests {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		var child partial.Describable
 		switch {
 		case d.MediaType.IsIndex():

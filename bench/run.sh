@@ -12,6 +12,8 @@
 #                                    # qemu-img convert through serve and a dense write
 #   bash bench/run.sh -store         # podman pull through lazydisk store vs a plain podman pull
 #                                    # (bin/benchstore; root, apt-get install podman fuse3)
+#   bash bench/run.sh -load          # 64 NBD clients doing random 4 KiB reads for 60 s against
+#                                    # serve, both formats (bin/benchserve -load)
 #
 # With -zstd-chunk-study it instead builds bin/chunkstudy, builds or reuses
 # two versions of a disk with mkversions.sh and runs chunkstudy, passing the
@@ -34,6 +36,7 @@ read=false
 serve=false
 sparse=false
 store=false
+load=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -56,6 +59,10 @@ for arg in "$@"; do
 		;;
 	-store | --store)
 		store=true
+		continue
+		;;
+	-load | --load)
+		load=true
 		continue
 		;;
 	esac
@@ -93,6 +100,14 @@ if $store; then
 	bash bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchstore -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
+fi
+
+if $load; then
+	go -C bench build -o "$root/bin/benchserve" ./cmd/benchserve
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash bench/mkdisk.sh "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchserve -load -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 if $serve; then

@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
+	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/built"
 )
 
@@ -52,18 +52,18 @@ type ImageResult struct {
 // set. Its converted blobs are staged in a temporary directory until Close,
 // so write it to its destination first.
 type Converted struct {
-	Image  v1.Image
-	Index  v1.ImageIndex
-	Result Result
-	dir    string
+	Image   v1.Image
+	Index   v1.ImageIndex
+	Result  Result
+	staging *staging
 }
 
 // Close removes the staged blobs.
 func (c *Converted) Close() error {
-	if c == nil || c.dir == "" {
+	if c == nil {
 		return nil
 	}
-	return os.RemoveAll(c.dir)
+	return c.staging.remove()
 }
 
 // Image converts every filesystem layer of img to the format WithFormat
@@ -99,9 +99,11 @@ func Index(ctx context.Context, idx v1.ImageIndex, opts ...Option) (*Converted, 
 }
 
 type converter struct {
-	o    options
-	dir  string
-	done map[string]*converted
+	o      options
+	staged *staging
+	dir    string // staged.dir
+	done   map[string]*converted
+	depth  int // of the index being converted
 }
 
 // layerPos places a layer for progress reports.
@@ -115,17 +117,17 @@ func newConverter(opts []Option) (*converter, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(o.tmpDir, "lazydisk-convert-")
+	st, err := newStaging(o.tmpDir)
 	if err != nil {
-		return nil, fmt.Errorf("creating staging directory: %w", err)
+		return nil, err
 	}
-	return &converter{o: o, dir: dir, done: map[string]*converted{}}, nil
+	return &converter{o: o, staged: st, dir: st.dir, done: map[string]*converted{}}, nil
 }
 
-func (c *converter) cleanup() { os.RemoveAll(c.dir) }
+func (c *converter) cleanup() { c.staged.remove() }
 
 func (c *converter) result(img v1.Image, idx v1.ImageIndex, images []ImageResult, dropped []v1.Descriptor) (*Converted, error) {
-	out := &Converted{Image: img, Index: idx, dir: c.dir}
+	out := &Converted{Image: img, Index: idx, staging: c.staged}
 	var d partial.Describable = img
 	if idx != nil {
 		d = idx
@@ -144,6 +146,21 @@ func (c *converter) result(img v1.Image, idx v1.ImageIndex, images []ImageResult
 }
 
 func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v1.Image, []ImageResult, error) {
+	// The manifest is checked against the limits before anything it lists
+	// is looked at: go-containerregistry's Layers() parses the manifest
+	// again for each layer, so its cost grows with the square of the
+	// layers. The manifest of a local disk (disk:) is only known once its
+	// single layer has been read, below.
+	var m *v1.Manifest
+	var err error
+	if dp, ok := img.(digestPending); !ok || !dp.DigestPending() {
+		if m, err = img.Manifest(); err != nil {
+			return nil, nil, fmt.Errorf("reading manifest: %w", err)
+		}
+		if err := image.CheckManifest(m); err != nil {
+			return nil, nil, err
+		}
+	}
 	layers, err := img.Layers()
 	if err != nil {
 		return nil, nil, fmt.Errorf("reading layers: %w", err)
@@ -153,6 +170,9 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	// source is read once instead of twice.
 	early := map[int]*converted{}
 	for i, l := range layers {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		if dp, ok := l.(digestPending); !ok || !dp.DigestPending() {
 			continue
 		}
@@ -168,9 +188,10 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 			return nil, nil, err
 		}
 	}
-	m, err := img.Manifest()
-	if err != nil {
-		return nil, nil, fmt.Errorf("reading manifest: %w", err)
+	if m == nil {
+		if m, err = img.Manifest(); err != nil {
+			return nil, nil, fmt.Errorf("reading manifest: %w", err)
+		}
 	}
 	if m.MediaType.IsSchema1() || m.Config.MediaType.IsSchema1() {
 		return nil, nil, fmt.Errorf("docker schema 1 images are not supported: %w", ErrNotImage)
@@ -197,6 +218,9 @@ func (c *converter) image(ctx context.Context, img v1.Image, platform string) (v
 	diffIDs := make([]v1.Hash, len(m.Layers))
 	changed := false
 	for i, desc := range m.Layers {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		cl, ok := early[i]
 		if ok {
 			cl.setSource(desc)
@@ -266,6 +290,13 @@ func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (
 	if err != nil {
 		return nil, fmt.Errorf("reading index: %w", err)
 	}
+	if err := image.CheckIndex(im); err != nil {
+		return nil, err
+	}
+	if c.depth++; c.depth > image.MaxIndexDepth {
+		return nil, fmt.Errorf("%w: indexes nest more than %d deep (image.MaxIndexDepth)", image.ErrLimit, image.MaxIndexDepth)
+	}
+	defer func() { c.depth-- }()
 	bx := &built.Index{Images: map[v1.Hash]v1.Image{}, Indexes: map[v1.Hash]v1.ImageIndex{}}
 	newIM := v1.IndexManifest{
 		SchemaVersion: 2,
@@ -274,6 +305,9 @@ func (c *converter) index(ctx context.Context, idx v1.ImageIndex, res *Result) (
 		Subject:       im.Subject,
 	}
 	for _, desc := range im.Manifests {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		switch {
 		case isAttestation(desc):
 			res.Dropped = append(res.Dropped, desc)

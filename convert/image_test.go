@@ -379,6 +379,7 @@ func (i pendingImage) Digest() (v1.Hash, error)                { return partial.
 func (i pendingImage) Size() (int64, error)                    { return partial.Size(i) }
 func (i pendingImage) LayerByDigest(v1.Hash) (v1.Layer, error) { return i.l, nil }
 func (i pendingImage) LayerByDiffID(v1.Hash) (v1.Layer, error) { return i.l, nil }
+func (i pendingImage) DigestPending() bool                     { return i.l.DigestPending() }
 
 // TestImageReadsPendingLayerOnce checks that a disk: style source is read
 // once: converted first, its digest then known for the manifest.

@@ -84,7 +84,11 @@ func (c *converter) remember(key string, cl *converted) {
 }
 
 // digestPending is implemented by layers whose digest needs a pass over
-// their content until they have been read once (image's disk: layers).
+// their content until they have been read once (image's disk: layers), and
+// by images whose manifest does for that reason (image's disk: images). The
+// converter reads such an image's layers before its manifest; it reads any
+// other image's manifest first, to check it against image.MaxLayers and the
+// other limits before looking at its layers.
 type digestPending interface{ DigestPending() bool }
 
 // setSource completes a layer converted before its source descriptor was

@@ -12,6 +12,9 @@ var (
 	// ErrFileNotFound means the image has no such file, or no single disk
 	// file under /disk/ when no file was named.
 	ErrFileNotFound = errors.New("file not found in the image")
+	// ErrEmptyDisk means the file is 0 bytes long: there is nothing to read
+	// or serve.
+	ErrEmptyDisk = errors.New("the disk file is empty")
 	// ErrUnverifiable means the file has chunks without a digest in the TOC.
 	ErrUnverifiable = errors.New("TOC has no chunk digests to verify the file with")
 )

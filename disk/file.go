@@ -71,6 +71,9 @@ func newFile(ctx context.Context, cancel context.CancelFunc, b blob.Blob, ix *to
 	if !ok {
 		return nil, ErrFileNotFound
 	}
+	if tf.Size == 0 {
+		return nil, fmt.Errorf("it is 0 bytes long: %w", ErrEmptyDisk)
+	}
 	for _, c := range tf.Chunks {
 		if c.Digest == "" && !c.Zero {
 			return nil, fmt.Errorf("the chunk at %d has none: %w", c.Offset, ErrUnverifiable)

@@ -60,11 +60,17 @@ func Open(ctx context.Context, r image.Reference, opts ...Option) (f *File, err 
 	if err != nil {
 		return nil, fmt.Errorf("reading the manifest of %s: %w", r, err)
 	}
+	if err := image.CheckManifest(m); err != nil {
+		return nil, fmt.Errorf("%s: %w", r, err)
+	}
 	want := cleanPath(o.file)
 	var tocStats blob.Stats
 	// Layers are searched from the top: the first that has the file, or
 	// removes it, decides.
 	for i := len(m.Layers) - 1; i >= 0; i-- {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		d := m.Layers[i]
 		b, err := blob.Open(ctx, r, d, o.image, blob.WithRetry(blob.RetryPolicy(o.retry)))
 		if err != nil {
@@ -157,6 +163,9 @@ func readImage(ctx context.Context, r image.Reference, o options, signed v1.Hash
 	im, err := art.Index.IndexManifest()
 	if err != nil {
 		return nil, v1.Hash{}, fmt.Errorf("reading the index %s: %w", r, err)
+	}
+	if err := image.CheckIndex(im); err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("%s: %w", r, err)
 	}
 	for _, d := range im.Manifests {
 		if d.Digest == dgst {

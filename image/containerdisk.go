@@ -48,10 +48,18 @@ var (
 	_ DigestPending = (*diskLayer)(nil)
 )
 
+// ErrEmptyDisk means a disk: reference names an empty file: a containerDisk
+// of it would be an empty export. (It is declared here, next to its only
+// use.)
+var ErrEmptyDisk = errors.New("the disk file is empty")
+
 func newContainerDisk(r Reference, o options) (*diskImage, error) {
 	fi, err := statSource(r)
 	if err != nil {
 		return nil, err
+	}
+	if fi.Size() == 0 {
+		return nil, fmt.Errorf("%s is 0 bytes long: %w; name the disk image file (qcow2 or raw)", r, ErrEmptyDisk)
 	}
 	created, err := sourceDateEpoch()
 	if err != nil {
@@ -103,6 +111,10 @@ func sourceDateEpoch() (time.Time, error) {
 func (i *diskImage) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
 
 func (i *diskImage) Layers() ([]v1.Layer, error) { return []v1.Layer{i.layer}, nil }
+
+// DigestPending reports whether the image's manifest, and so its digest,
+// would need a pass over the disk file: its layer's digest is pending.
+func (i *diskImage) DigestPending() bool { return i.layer.DigestPending() }
 
 func (i *diskImage) ConfigFile() (*v1.ConfigFile, error) {
 	diffID, err := i.layer.DiffID()

@@ -354,13 +354,20 @@ func (t *pullTransport) CloseIdleConnections() {
 	}
 }
 
+// ErrRedirectRefused is what a request fails with (wrapped in a
+// *url.Error) when the client refused to follow a redirect: to an internal
+// address of another host, or past 10 redirects. The refusal is permanent:
+// asking again gets the same redirect. (It is declared here, next to the
+// check that returns it.)
+var ErrRedirectRefused = errors.New("redirect not followed")
+
 // checkRedirect refuses a redirect to a loopback, private, link-local or
 // unspecified IP address of another host than the one first asked, so a
 // registry cannot point a client at internal services (as go-containerregistry's
 // remote package does). Names are not resolved.
 func checkRedirect(req *http.Request, via []*http.Request) error {
 	if len(via) >= 10 {
-		return errors.New("stopped after 10 redirects")
+		return fmt.Errorf("stopped after 10 redirects: %w", ErrRedirectRefused)
 	}
 	from, to := via[0].URL.Hostname(), req.URL.Hostname()
 	if to == from {
@@ -372,7 +379,7 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 	}
 	addr = addr.WithZone("").Unmap()
 	if addr.IsLoopback() || addr.IsPrivate() || addr.IsLinkLocalUnicast() || addr.IsLinkLocalMulticast() || addr.IsUnspecified() {
-		return fmt.Errorf("refusing the redirect from %s to the internal address %s", from, to)
+		return fmt.Errorf("refusing the redirect from %s to the internal address %s: %w", from, to, ErrRedirectRefused)
 	}
 	return nil
 }

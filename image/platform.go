@@ -15,6 +15,9 @@ func SelectPlatform(idx v1.ImageIndex, p v1.Platform) (v1.Image, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckIndex(im); err != nil {
+		return nil, err
+	}
 	var have []string
 	for _, d := range im.Manifests {
 		if d.Platform == nil || isAttestation(d) || !d.MediaType.IsImage() {

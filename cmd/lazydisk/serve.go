@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"syscall"
@@ -34,6 +35,7 @@ type serveOptions struct {
 	printURI    bool
 	pidfile     string
 	runCmd      string
+	memory      string
 }
 
 func newServeCmd(reg *registryOptions) *cobra.Command {
@@ -120,11 +122,13 @@ temporary directory, removed afterwards.`,
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads, all streams together (0: none; at most half of --cache-size)")
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
 	o.stats.addFlags(cmd, "on exit, print connections, requests, bytes served and fetched to stderr")
+	f.StringVar(&o.memory, "memory", "", "memory for reply buffers, cached chunks and fetches in flight, all together (default: a quarter of the machine's, 256M to 2G)")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("run", cobra.NoFileCompletions)
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("max-connections", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("memory", cobra.FixedCompletions([]string{"256M", "1G"}, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
@@ -159,11 +163,30 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if o.maxConns < 1 {
 		return usagef("--max-connections must be at least 1")
 	}
+	memory := defaultMemory()
+	if o.memory != "" {
+		if memory, err = size.Parse(o.memory); err != nil {
+			return usagef("--memory: %w", err)
+		}
+	}
+	cacheSize, err := size.Parse(o.disk.cacheSize)
+	if err != nil {
+		return usagef("--cache-size: %w", err)
+	}
+	plan, err := planMemory(memory, cacheSize, cmd.Flags().Changed("cache-size"), o.disk.concurrency, o.maxConns)
+	if err != nil {
+		return err
+	}
 	opts, err := o.disk.options(cmd)
 	if err != nil {
 		return err
 	}
-	opts = append(opts, disk.WithReadahead(readahead))
+	opts = append(opts, disk.WithReadahead(readahead), disk.WithCacheSize(plan.cache))
+	// The garbage collector keeps the heap within the budget and returns
+	// what clients that left used, unless GOMEMLIMIT says otherwise.
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		defer debug.SetMemoryLimit(debug.SetMemoryLimit(memory))
+	}
 	// The log, the --run command's output copied by os/exec and the stats
 	// may be written at once.
 	stderr := o.disk.reg.errw
@@ -190,7 +213,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		Name:        f.Name(),
 		Description: fmt.Sprintf("%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
 		Backend:     exportBackend{f},
-	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
+	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns), nbd.WithMemory(plan.replies))
 	if err != nil {
 		return err
 	}

@@ -146,6 +146,9 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	if err != nil {
 		return fmt.Errorf("reading the manifest of %s: %w", ref, err)
 	}
+	if err := image.CheckManifest(m); err != nil {
+		return err
+	}
 	out := tocOutput{Reference: ref.String()}
 	if out.Digest, err = img.Digest(); err != nil {
 		return err
@@ -156,6 +159,9 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 	}
 	bad := false
 	for _, i := range sel {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		l, err := o.readLayer(ctx, ref, ropts, i, m.Layers[i], &out)
 		if err != nil {
 			return err

@@ -215,6 +215,9 @@ func (b *registryBlob) transient(ctx context.Context, err error) error {
 	if errors.As(err, &te) && !retryStatus(te.StatusCode, false) {
 		return err // a token server's refusal
 	}
+	if errors.Is(err, image.ErrRedirectRefused) {
+		return err // the registry would redirect the same way again
+	}
 	return &retryable{err: err}
 }
 

@@ -54,7 +54,7 @@ func FuzzServe(f *testing.F) {
 		cl, sv := net.Pipe()
 		done := make(chan struct{})
 		go func() {
-			s.serveConn(context.Background(), sv)
+			s.serveConn(context.Background(), s.newConn(sv))
 			close(done)
 		}()
 		go io.Copy(io.Discard, cl) // take the replies

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -28,7 +29,28 @@ type conn struct {
 	log *slog.Logger
 
 	wmu sync.Mutex // serialises replies
+	// broken is set once a reply failed and the connection was closed.
+	broken atomic.Bool
+	// busy counts requests read and not yet answered; last is when the
+	// connection last started or finished one (UnixNano), or connected;
+	// transmitting is set once the handshake is done.
+	busy         atomic.Int64
+	last         atomic.Int64
+	transmitting atomic.Bool
 }
+
+// idleSince reports whether c may be closed to make room for another
+// connection, and since when it has been idle: in its handshake, or in
+// transmission with no request being answered.
+func (c *conn) idleSince() (int64, bool) {
+	if c.transmitting.Load() && c.busy.Load() > 0 {
+		return 0, false
+	}
+	return c.last.Load(), true
+}
+
+// touch records activity on c.
+func (c *conn) touch() { c.last.Store(time.Now().UnixNano()) }
 
 // session is what the handshake agreed for the transmission phase.
 type session struct {
@@ -38,13 +60,19 @@ type session struct {
 	blockStatus bool // base:allocation was selected for this export
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+func (s *Server) newConn(nc net.Conn) *conn {
 	c := &conn{
 		srv: s,
 		nc:  nc,
 		r:   bufio.NewReaderSize(nc, 64<<10),
 		log: s.opts.log.With("conn", s.lastID.Add(1), "remote", nc.RemoteAddr().String()),
 	}
+	c.touch()
+	return c
+}
+
+func (s *Server) serveConn(ctx context.Context, c *conn) {
+	nc := c.nc
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
 	defer nc.Close()
@@ -54,7 +82,9 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	if err != nil {
 		s.stats.handshakeFailures.Add(1)
 		if ctx.Err() == nil {
-			c.log.Warn("nbd handshake failed", "err", err)
+			if n, ok := s.logs[logHandshake].allow(); ok {
+				c.log.Warn("nbd handshake failed", "err", err, "failed_since_last_line", n)
+			}
 		}
 		return
 	}
@@ -62,6 +92,8 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		c.log.Debug("nbd client aborted the handshake")
 		return
 	}
+	c.touch()
+	c.transmitting.Store(true)
 	c.log = c.log.With("export", sess.export.Name)
 	c.log.Debug("nbd transmission started", "structured_replies", sess.structured, "block_status", sess.blockStatus)
 	if err := c.transmit(ctx, sess); err != nil && ctx.Err() == nil {

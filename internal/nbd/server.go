@@ -26,13 +26,28 @@ const (
 	// DefaultMaxConns is the default number of connections open at once.
 	DefaultMaxConns = 64
 	// DefaultHandshakeTimeout is the default time a client has from
-	// connecting to entering the transmission phase.
-	DefaultHandshakeTimeout = 30 * time.Second
+	// connecting to entering the transmission phase: 10 s. Real clients
+	// take milliseconds.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// logInterval is the least time between two log lines of one kind
+	// about connections refused, evicted or failing their handshake; the
+	// next line says how many were left out.
+	logInterval = time.Second
 	// DefaultBlockSize is the default preferred block size of an export.
 	DefaultBlockSize = 4096
 	// DefaultReplyTimeout is the default time a client has to take in one
 	// reply (32 MiB at most) before the server gives up on it.
 	DefaultReplyTimeout = time.Minute
+	// DefaultConnMemory is the default bound on the read buffers of one
+	// connection's requests in flight, without WithMemory: 64 MiB.
+	DefaultConnMemory = 64 << 20
+	// MinConnMemory is the least WithMemory may leave each connection:
+	// 64 KiB, the smallest piece a reply is read and sent in.
+	MinConnMemory = 64 << 10
+	// replyPiece is the most a read reads from its backend before sending
+	// it: a larger reply is read and sent in pieces, one piece buffer at a
+	// time, so that its memory does not grow with the request.
+	replyPiece = 1 << 20
 )
 
 // Backend is what an export serves: its bytes and its size.
@@ -99,6 +114,7 @@ type options struct {
 	maxConns         int
 	handshakeTimeout time.Duration
 	replyTimeout     time.Duration
+	memory           int64
 }
 
 // WithLogger sets where the server logs connections, protocol violations
@@ -128,8 +144,8 @@ func WithMaxRequest(n int) Option {
 
 // WithMaxInFlight sets how many requests of one connection are handled at
 // once, from 1 to 1024. Whatever it is, the read buffers of one connection's
-// requests in flight total at most 64 MiB or the maximum request, whichever
-// is larger. The default is DefaultMaxInFlight (16).
+// requests in flight total at most its share of WithMemory (64 MiB by
+// default). The default is DefaultMaxInFlight (16).
 func WithMaxInFlight(n int) Option {
 	return func(o *options) error {
 		if n < 1 || n > 1024 {
@@ -140,9 +156,30 @@ func WithMaxInFlight(n int) Option {
 	}
 }
 
-// WithMaxConns sets how many connections may be open at once; the server
-// closes connections past it as soon as it accepts them. The default is
-// DefaultMaxConns (64).
+// WithMemory bounds the read buffers of all connections together to n
+// bytes: each of the WithMaxConns connections may hold n/WithMaxConns bytes
+// of replies being read or sent, which must be at least MinConnMemory
+// (64 KiB). A reply larger than its connection's share, or than 1 MiB, is
+// read from the backend and sent in pieces. A connection whose client does
+// not take its replies holds its share and no more: the server stops reading
+// its requests until the client reads (or the reply timeout closes it), and
+// other connections are not affected. The default is DefaultConnMemory
+// (64 MiB) per connection.
+func WithMemory(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("%w: memory must be positive, got %d", ErrInvalidOption, n)
+		}
+		o.memory = n
+		return nil
+	}
+}
+
+// WithMaxConns sets how many connections may be open at once. When a
+// client connects while that many are open, the server makes room by
+// closing the connection idle the longest: one still in its handshake, or
+// one in transmission with no request being answered. If every connection
+// is busy, it closes the new one. The default is DefaultMaxConns (64).
 func WithMaxConns(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
@@ -155,7 +192,7 @@ func WithMaxConns(n int) Option {
 
 // WithHandshakeTimeout sets how long a client has from connecting to
 // entering the transmission phase, so that a silent client cannot hold a
-// connection. The default is DefaultHandshakeTimeout (30 s).
+// connection. The default is DefaultHandshakeTimeout (10 s).
 func WithHandshakeTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
@@ -187,12 +224,16 @@ type Server struct {
 	byName  map[string]*Export
 	def     *Export
 	opts    options
-	// budget bounds the read buffers of one connection's requests in flight.
-	budget int64
+	// budget bounds the read buffers of one connection's requests in
+	// flight, and piece is the most one of them reads at once.
+	budget, piece int64
+	bufs          sync.Pool // of *[]byte of piece bytes
 
-	open   atomic.Int64 // connections open now
-	lastID atomic.Int64 // numbers connections in the log
+	mu     sync.Mutex
+	conns  map[*conn]struct{} // connections open now, evicted ones left out
+	lastID atomic.Int64       // numbers connections in the log
 	stats  counters
+	logs   [numLogKinds]rateLimit
 }
 
 // New returns a server of exports, which must have distinct names.
@@ -217,8 +258,16 @@ func New(exports []Export, opts ...Option) (*Server, error) {
 		exports: append([]Export(nil), exports...),
 		byName:  make(map[string]*Export, len(exports)),
 		opts:    o,
-		budget:  max(int64(o.maxRequest), 64<<20),
+		budget:  DefaultConnMemory,
+		conns:   map[*conn]struct{}{},
 	}
+	if o.memory > 0 {
+		s.budget = o.memory / int64(o.maxConns)
+		if s.budget < MinConnMemory {
+			return nil, fmt.Errorf("%w: memory %d leaves %d bytes to each of %d connections, less than %d", ErrInvalidOption, o.memory, s.budget, o.maxConns, MinConnMemory)
+		}
+	}
+	s.piece = min(s.budget, replyPiece)
 	for i := range s.exports {
 		e := &s.exports[i]
 		if err := checkExport(e, o.maxRequest); err != nil {
@@ -319,18 +368,86 @@ func (s *Server) accept(ctx context.Context, ln net.Listener, wg *sync.WaitGroup
 		}
 		delay = 0
 		s.stats.connections.Add(1)
-		if s.open.Add(1) > int64(s.opts.maxConns) {
-			s.open.Add(-1)
+		c := s.newConn(nc)
+		if !s.admit(c) {
 			s.stats.refused.Add(1)
-			s.opts.log.Warn("refusing nbd connection: too many open", "remote", nc.RemoteAddr().String(), "max", s.opts.maxConns)
+			if n, ok := s.logs[logRefused].allow(); ok {
+				s.opts.log.Warn("refusing nbd connection: every connection is busy", "remote", nc.RemoteAddr().String(), "max", s.opts.maxConns, "refused_since_last_line", n)
+			}
 			nc.Close()
 			continue
 		}
 		wg.Go(func() {
-			defer s.open.Add(-1)
-			s.serveConn(ctx, nc)
+			defer s.leave(c)
+			s.serveConn(ctx, c)
 		})
 	}
+}
+
+// admit counts c as open, closing the connection idle the longest to make
+// room if the maximum is reached, and reports whether it did: not when
+// every open connection is busy.
+func (s *Server) admit(c *conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.conns) >= s.opts.maxConns {
+		var victim *conn
+		var since int64
+		for o := range s.conns {
+			if t, idle := o.idleSince(); idle && (victim == nil || t < since) {
+				victim, since = o, t
+			}
+		}
+		if victim == nil {
+			return false
+		}
+		delete(s.conns, victim)
+		victim.nc.Close()
+		s.stats.evicted.Add(1)
+		if n, ok := s.logs[logEvicted].allow(); ok {
+			s.opts.log.Warn("closing the idlest nbd connection to admit a new one", "closed", victim.nc.RemoteAddr().String(),
+				"idle", time.Since(time.Unix(0, since)).Round(time.Millisecond), "max", s.opts.maxConns, "closed_since_last_line", n)
+		}
+	}
+	s.conns[c] = struct{}{}
+	return true
+}
+
+// leave forgets c once its handler has returned.
+func (s *Server) leave(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+// Kinds of rate-limited log lines.
+const (
+	logRefused = iota
+	logEvicted
+	logHandshake
+	numLogKinds
+)
+
+// rateLimit lets one log line of a kind through per logInterval and counts
+// the others.
+type rateLimit struct {
+	mu      sync.Mutex
+	last    time.Time
+	dropped int64
+}
+
+// allow reports whether a line may be logged now and, if so, how many
+// were left out since the last one.
+func (r *rateLimit) allow() (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if now := time.Now(); now.Sub(r.last) >= logInterval {
+		n := r.dropped
+		r.last, r.dropped = now, 0
+		return n, true
+	}
+	r.dropped++
+	return 0, false
 }
 
 func retryable(err error) bool {
@@ -346,8 +463,11 @@ type Stats struct {
 	// Active is how many connections are open now.
 	Active int64 `json:"active"`
 	// Refused counts connections closed at once because the maximum number
-	// of connections was open.
+	// of connections was open, all of them busy.
 	Refused int64 `json:"refused"`
+	// Evicted counts idle connections closed to admit a new one when the
+	// maximum number of connections was open.
+	Evicted int64 `json:"evicted"`
 	// HandshakeFailures counts connections that ended before the
 	// transmission phase other than by NBD_OPT_ABORT: a protocol violation,
 	// an unknown name in NBD_OPT_EXPORT_NAME, the handshake timeout, or the
@@ -376,9 +496,16 @@ type Stats struct {
 
 type counters struct {
 	connections, refused, handshakeFailures atomic.Int64
+	evicted                                 atomic.Int64
 	reads, blockStatus, flushes, writes     atomic.Int64
 	unknown, errors, backendErrors          atomic.Int64
 	bytesRead, zeroBytes                    atomic.Int64
+}
+
+func (s *Server) active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 // Stats returns what the server has done so far.
@@ -386,8 +513,9 @@ func (s *Server) Stats() Stats {
 	c := &s.stats
 	return Stats{
 		Connections:       c.connections.Load(),
-		Active:            s.open.Load(),
+		Active:            int64(s.active()),
 		Refused:           c.refused.Load(),
+		Evicted:           c.evicted.Load(),
 		HandshakeFailures: c.handshakeFailures.Load(),
 		Reads:             c.reads.Load(),
 		BlockStatus:       c.blockStatus.Load(),

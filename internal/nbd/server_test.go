@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +116,9 @@ func TestNewValidates(t *testing.T) {
 		{"max conns zero", []Export{{Backend: b}}, []Option{WithMaxConns(0)}, ErrInvalidOption},
 		{"handshake timeout zero", []Export{{Backend: b}}, []Option{WithHandshakeTimeout(0)}, ErrInvalidOption},
 		{"reply timeout negative", []Export{{Backend: b}}, []Option{WithReplyTimeout(-time.Second)}, ErrInvalidOption},
+		{"memory zero", []Export{{Backend: b}}, []Option{WithMemory(0)}, ErrInvalidOption},
+		{"memory under 64 KiB a connection", []Export{{Backend: b}}, []Option{WithMemory(MinConnMemory*DefaultMaxConns - 1)}, ErrInvalidOption},
+		{"least memory", []Export{{Backend: b}}, []Option{WithMemory(MinConnMemory), WithMaxConns(1)}, nil},
 		{"valid", []Export{{Name: "a", Backend: b}, {Name: "b", Backend: b, BlockSize: 65536}}, []Option{WithMaxRequest(1 << 20), WithLogger(nil)}, nil},
 	}
 	for _, tt := range tests {
@@ -404,9 +410,15 @@ func TestMetaContext(t *testing.T) {
 // order.
 func TestReads(t *testing.T) {
 	t.Parallel()
+	t.Run("default memory", func(t *testing.T) { t.Parallel(); testReads(t) })
+	// With the least memory, replies are read and sent in 64 KiB pieces.
+	t.Run("least memory", func(t *testing.T) { t.Parallel(); testReads(t, WithMemory(MinConnMemory*DefaultMaxConns)) })
+}
+
+func testReads(t *testing.T, opts ...Option) {
 	data, mb := newDisk(t, 4, testExtents)
 	plain := bytes.NewReader(data)
-	s, addr := startServer(t, []Export{{Name: "map", Backend: mb}, {Name: "plain", Backend: plain}}, WithMaxInFlight(4))
+	s, addr := startServer(t, []Export{{Name: "map", Backend: mb}, {Name: "plain", Backend: plain}}, append(opts, WithMaxInFlight(4))...)
 
 	for _, tt := range []struct {
 		name, export string
@@ -455,7 +467,7 @@ func TestReads(t *testing.T) {
 				if !bytes.Equal(r.data, data[q.off:q.off+uint64(q.length)]) {
 					t.Fatalf("read [%d, +%d) differs from the disk", q.off, q.length)
 				}
-				if tt.flags&cmdFlagDF != 0 && len(r.chunks) != 1 {
+				if (tt.flags&cmdFlagDF != 0 || !tt.structured) && len(r.chunks) > 1 {
 					t.Fatalf("DF read [%d, +%d) came in %d chunks", q.off, q.length, len(r.chunks))
 				}
 				holes += r.holes
@@ -490,8 +502,11 @@ func TestHolesAreNotRead(t *testing.T) {
 	}
 	want := []uint16{replyTypeOffsetHole, replyTypeOffsetData, replyTypeOffsetHole, replyTypeOffsetData, replyTypeOffsetHole,
 		replyTypeOffsetData, replyTypeOffsetHole, replyTypeOffsetData, replyTypeOffsetHole}
-	if fmt.Sprint(r.chunks) != fmt.Sprint(want) {
-		t.Errorf("chunks %v, want %v", r.chunks, want)
+	// A data extent larger than a reply piece (1 MiB) comes in several
+	// data chunks.
+	got := slices.CompactFunc(slices.Clone(r.chunks), func(a, b uint16) bool { return a == b && a == replyTypeOffsetData })
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("chunks %v, want %v with data chunks of up to 1 MiB", r.chunks, want)
 	}
 	if n := mb.zeroReads.Load(); n != 0 {
 		t.Errorf("%d ReadAt calls touched zero extents", n)
@@ -1003,28 +1018,116 @@ func TestConcurrentConnections(t *testing.T) {
 	wg.Wait()
 }
 
+// TestMaxConns checks that a connection past the maximum is refused while
+// every open connection is busy, and admitted, by closing the idlest one,
+// once they are idle.
 func TestMaxConns(t *testing.T) {
 	t.Parallel()
-	data, mb := newDisk(t, 12, testExtents)
-	s, addr := startServer(t, []Export{{Backend: mb}}, WithMaxConns(2))
+	data, _ := newDisk(t, 12, testExtents)
+	gb := &gateBackend{Reader: bytes.NewReader(data), gate: make(chan struct{}), started: make(chan struct{}, 2)}
+	s, addr := startServer(t, []Export{{Backend: gb}}, WithMaxConns(2))
 	a := connect(t, addr, "", false, false)
-	b := dial(t, addr)
-	// A third connection is closed at once.
+	b := connect(t, addr, "", false, false)
+	var reqs [2]req
+	for i, c := range []*client{a, b} {
+		q, err := c.send(cmdRead, 0, 0, 4096, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs[i] = q
+		<-gb.started
+	}
+	// Both are busy: a third connection is closed at once.
 	c := dial(t, addr)
 	if err := c.expectClosed(0); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Stats(); st.Refused != 1 {
-		t.Fatalf("refused %d", st.Refused)
+	if st := s.Stats(); st.Refused != 1 || st.Evicted != 0 {
+		t.Fatalf("stats %+v", st)
 	}
-	a.nc.Close()
-	b.nc.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Stats().Active != 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
+	close(gb.gate)
+	if _, err := a.replies(reqs[0]); err != nil {
+		t.Fatal(err)
 	}
+	if _, err := b.replies(reqs[1]); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond)
+	if _, err := b.do(cmdRead, 0, 0, 4096, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Both are idle: a new connection closes a, idle the longest.
 	checkServes(t, addr, data)
+	if err := a.expectClosed(0); err != nil {
+		t.Errorf("the idlest connection: %v", err)
+	}
+	if r, err := b.do(cmdRead, 0, 0, 4096, nil); err != nil || r.errno != 0 || !bytes.Equal(r.data, data[:4096]) {
+		t.Errorf("the other connection: %+v, %v", r, err)
+	}
+	if st := s.Stats(); st.Refused != 1 || st.Evicted != 1 {
+		t.Errorf("stats %+v", st)
+	}
 }
+
+// TestIdleConnsDoNotLockOut fills every connection slot with clients that
+// do nothing, half of them in the handshake and half idle in transmission:
+// a new client is still served, within 2 s.
+func TestIdleConnsDoNotLockOut(t *testing.T) {
+	t.Parallel()
+	data, mb := newDisk(t, 13, testExtents)
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), nil))
+	s, addr := startServer(t, []Export{{Backend: mb}}, WithLogger(log))
+	for i := range DefaultMaxConns {
+		if i%2 == 0 {
+			connect(t, addr, "", true, false)
+		} else {
+			c := dial(t, addr)
+			if err := c.greet(clientFixedNewstyle); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for s.Stats().Active != DefaultMaxConns {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections open, want %d", s.Stats().Active, DefaultMaxConns)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	for i := range 5 {
+		// Each stays open, so each takes a slot.
+		c := connect(t, addr, "", true, false)
+		r, err := c.do(cmdRead, 0, 8192, 65536, nil)
+		if err != nil || r.errno != 0 || !bytes.Equal(r.data, data[8192:8192+65536]) {
+			t.Fatalf("new client %d cannot read: %+v, %v", i, r, err)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("5 new clients took %s to be served with every slot taken by idle ones", took)
+	}
+	st := s.Stats()
+	if st.Refused != 0 || st.Evicted != 5 {
+		t.Errorf("stats %+v", st)
+	}
+	// The evictions logged one line, not five.
+	mu.Lock()
+	n := strings.Count(logs.String(), "closing the idlest nbd connection")
+	mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d log lines about closed idle connections, want 1 (rate-limited)", n)
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 // TestServeCancel cancels Serve with a connection in the handshake, one
 // idle in transmission and one whose read the backend holds: Serve closes

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,7 +50,16 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 	bufs := semaphore.NewWeighted(c.srv.budget)
 	st := &c.srv.stats
 
+	inline := false // the last request was answered inline
 	for {
+		if inline {
+			c.finish()
+			inline = false
+		}
+		if c.broken.Load() {
+			// A reply failed: the requests still buffered are not answered.
+			return nil
+		}
 		var h [reqHeaderLen]byte
 		if _, err := io.ReadFull(c.r, h[:]); err != nil {
 			if errors.Is(err, io.EOF) {
@@ -63,8 +73,12 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 			c.nc.Close() // hard disconnect: replies in flight are dropped
 			return err
 		}
+		c.busy.Add(1)
+		c.touch()
+		inline = true
 		switch req.typ {
 		case cmdDisc:
+			c.finish()
 			return nil
 
 		case cmdRead:
@@ -73,14 +87,17 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 				c.replyError(sess, req, errno, msg)
 				continue
 			}
-			weight := int64(req.length)
-			if err := bufs.Acquire(ctx, weight); err != nil {
+			// The read's piece buffer is taken here, so that a connection
+			// whose replies are not taken stops being read from.
+			piece := min(int64(req.length), c.srv.piece)
+			if err := bufs.Acquire(ctx, piece); err != nil {
 				return err
 			}
 			slots <- struct{}{}
+			inline = false
 			wg.Go(func() {
-				defer func() { <-slots; bufs.Release(weight) }()
-				c.read(sess, req)
+				defer func() { <-slots; bufs.Release(piece); c.finish() }()
+				c.read(sess, req, piece)
 			})
 
 		case cmdBlockStatus:
@@ -90,8 +107,9 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 				continue
 			}
 			slots <- struct{}{}
+			inline = false
 			wg.Go(func() {
-				defer func() { <-slots }()
+				defer func() { <-slots; c.finish() }()
 				c.blockStatus(sess, req)
 			})
 
@@ -124,6 +142,12 @@ func (c *conn) transmit(ctx context.Context, sess *session) error {
 			c.replyError(sess, req, errInvalid, fmt.Sprintf("unknown command %d", req.typ))
 		}
 	}
+}
+
+// finish records that a request has been answered.
+func (c *conn) finish() {
+	c.touch()
+	c.busy.Add(-1)
 }
 
 // checkRange returns EINVAL and why if [off, off+length) is empty or not
@@ -169,89 +193,147 @@ type segment struct {
 	data        []byte
 }
 
-// read answers a valid NBD_CMD_READ.
-func (c *conn) read(sess *session, req request) {
+// read answers a valid NBD_CMD_READ, reading at most piece bytes of the
+// backend at a time into one buffer: a reply larger than that is read and
+// sent in pieces. The first piece is read before the connection's writer is
+// taken, so that small reads run concurrently; the others between writes.
+func (c *conn) read(sess *session, req request, piece int64) {
 	st := &c.srv.stats
 	b := sess.export.Backend
 	off, n := int64(req.off), int64(req.length)
 
-	if !sess.structured {
-		buf := make([]byte, n)
-		if err := readFull(b, buf, off); err != nil {
-			c.backendFailed(sess, req, err)
-			return
-		}
-		st.bytesRead.Add(n)
-		c.sendOrClose(append(simpleReply(req.cookie, 0), buf))
-		return
-	}
-
 	segs := []segment{{off: off, length: n}}
-	if ex, ok := b.(Extenter); ok {
+	if ex, ok := b.(Extenter); ok && sess.structured {
 		var err error
 		if segs, err = extents(ex, off, n, true); err != nil {
 			c.backendFailed(sess, req, err)
 			return
 		}
 	}
-	if req.flags&cmdFlagDF != 0 && len(segs) > 1 {
-		// One content chunk: data with its zeros spelled out.
-		buf := make([]byte, n)
-		for _, s := range segs {
-			if s.zero {
-				st.zeroBytes.Add(s.length)
-				continue
-			}
-			if err := readFull(b, buf[s.off-off:][:s.length], s.off); err != nil {
-				c.backendFailed(sess, req, err)
-				return
-			}
-			st.bytesRead.Add(s.length)
+	var parts []segment
+	largest := int64(0)
+	for _, s := range segs {
+		if s.zero {
+			parts = append(parts, s)
+			continue
 		}
-		segs = []segment{{off: off, length: n, data: buf}}
-	} else {
-		var total int64
-		for _, s := range segs {
-			if !s.zero {
-				total += s.length
-			}
+		for p, end := s.off, s.off+s.length; p < end; p += piece {
+			l := min(piece, end-p)
+			parts = append(parts, segment{off: p, length: l})
+			largest = max(largest, l)
 		}
-		buf := make([]byte, total)
-		for i := range segs {
-			s := &segs[i]
-			if s.zero {
-				st.zeroBytes.Add(s.length)
-				continue
-			}
-			s.data, buf = buf[:s.length], buf[s.length:]
-			if err := readFull(b, s.data, s.off); err != nil {
-				c.backendFailed(sess, req, err)
-				return
-			}
-			st.bytesRead.Add(s.length)
+	}
+	buf := c.srv.getBuf(largest)
+	defer c.srv.putBuf(buf)
+	first := slices.IndexFunc(parts, func(s segment) bool { return !s.zero })
+	if first >= 0 {
+		if err := readFull(b, buf[:parts[first].length], parts[first].off); err != nil {
+			c.backendFailed(sess, req, err)
+			return
 		}
 	}
 
-	// Everything is read before the first chunk goes out, so the last chunk
-	// can carry NBD_REPLY_FLAG_DONE and a failure is one error chunk.
-	out := make(net.Buffers, 0, 2*len(segs))
-	for i, s := range segs {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	// A simple reply, and a read with NBD_CMD_FLAG_DF that is more than one
+	// piece, are one header and then all the data, zeros spelled out: a
+	// backend failure after the header can only close the connection.
+	if !sess.structured || (req.flags&cmdFlagDF != 0 && len(parts) > 1) {
+		var h []byte
+		if !sess.structured {
+			h = simpleReply(req.cookie, 0)[0]
+		} else {
+			h = chunkHeader(replyFlagDone, replyTypeOffsetData, req.cookie, uint32(8+n))
+			h = binary.BigEndian.AppendUint64(h, uint64(off))
+		}
+		if !c.sendLocked(net.Buffers{h}) {
+			return
+		}
+		for i, s := range parts {
+			if s.zero {
+				st.zeroBytes.Add(s.length)
+				if !c.sendLocked(zeroBuffers(s.length)) {
+					return
+				}
+				continue
+			}
+			if i != first {
+				if err := readFull(b, buf[:s.length], s.off); err != nil {
+					st.backendErrors.Add(1)
+					st.errors.Add(1)
+					c.log.Error("nbd backend failed after the reply began: closing the connection", "offset", req.off, "length", req.length, "err", err)
+					c.nc.Close()
+					return
+				}
+			}
+			st.bytesRead.Add(s.length)
+			if !c.sendLocked(net.Buffers{buf[:s.length]}) {
+				return
+			}
+		}
+		return
+	}
+
+	for i, s := range parts {
 		var flags uint16
-		if i == len(segs)-1 {
+		if i == len(parts)-1 {
 			flags = replyFlagDone
 		}
 		if s.zero {
+			st.zeroBytes.Add(s.length)
 			h := chunkHeader(flags, replyTypeOffsetHole, req.cookie, 12)
 			h = binary.BigEndian.AppendUint64(h, uint64(s.off))
 			h = binary.BigEndian.AppendUint32(h, uint32(s.length))
-			out = append(out, h)
+			if !c.sendLocked(net.Buffers{h}) {
+				return
+			}
 			continue
 		}
+		if i != first {
+			if err := readFull(b, buf[:s.length], s.off); err != nil {
+				// The chunks sent so far stand; the error chunk ends the
+				// reply and fails the read.
+				c.sendLocked(c.failReply(sess, req, err))
+				return
+			}
+		}
+		st.bytesRead.Add(s.length)
 		h := chunkHeader(flags, replyTypeOffsetData, req.cookie, uint32(8+s.length))
 		h = binary.BigEndian.AppendUint64(h, uint64(s.off))
-		out = append(out, h, s.data)
+		if !c.sendLocked(net.Buffers{h, buf[:s.length]}) {
+			return
+		}
 	}
-	c.sendOrClose(out)
+}
+
+// getBuf returns a buffer of n bytes, at most a piece, for a reply.
+func (s *Server) getBuf(n int64) []byte {
+	if n == s.piece {
+		if b, ok := s.bufs.Get().(*[]byte); ok {
+			return *b
+		}
+	}
+	return make([]byte, n)
+}
+
+// putBuf gives back a buffer getBuf returned, so that connections reuse
+// piece buffers rather than make garbage at the rate they read.
+func (s *Server) putBuf(b []byte) {
+	if int64(len(b)) == s.piece {
+		s.bufs.Put(&b)
+	}
+}
+
+// zeros is what zeroBuffers sends zeros from.
+var zeros [64 << 10]byte
+
+// zeroBuffers returns n zero bytes to send, without allocating them.
+func zeroBuffers(n int64) net.Buffers {
+	var out net.Buffers
+	for ; n > 0; n -= int64(len(zeros)) {
+		out = append(out, zeros[:min(n, int64(len(zeros)))])
+	}
+	return out
 }
 
 // blockStatus answers a valid NBD_CMD_BLOCK_STATUS for base:allocation.
@@ -338,29 +420,40 @@ func readFull(b Backend, p []byte, off int64) error {
 	return fmt.Errorf("reading %d bytes at offset %d: %w", len(p), off, err)
 }
 
-// backendFailed logs a failed backend call and answers EIO. The client gets
-// no detail of the backend's error, which may name storage it should not see.
+// backendFailed logs a failed backend call and answers EIO.
 func (c *conn) backendFailed(sess *session, req request, err error) {
-	c.srv.stats.backendErrors.Add(1)
-	c.log.Error("nbd backend failed", "offset", req.off, "length", req.length, "err", err)
-	c.replyError(sess, req, errIO, fmt.Sprintf("input/output error reading [%d, +%d) of the export", req.off, req.length))
+	c.sendOrClose(c.failReply(sess, req, err))
 }
 
-// replyError answers req with an error: an error chunk with msg when
-// structured replies were negotiated, a simple reply otherwise.
+// failReply logs a failed backend call and returns the EIO reply. The
+// client gets no detail of the backend's error, which may name storage it
+// should not see.
+func (c *conn) failReply(sess *session, req request, err error) net.Buffers {
+	c.srv.stats.backendErrors.Add(1)
+	c.log.Error("nbd backend failed", "offset", req.off, "length", req.length, "err", err)
+	return c.errorReply(sess, req, errIO, fmt.Sprintf("input/output error reading [%d, +%d) of the export", req.off, req.length))
+}
+
+// replyError answers req with an error.
 func (c *conn) replyError(sess *session, req request, errno uint32, msg string) {
+	c.sendOrClose(c.errorReply(sess, req, errno, msg))
+}
+
+// errorReply counts and logs a failed request and returns its reply: an
+// error chunk with msg when structured replies were negotiated, a simple
+// reply otherwise.
+func (c *conn) errorReply(sess *session, req request, errno uint32, msg string) net.Buffers {
 	c.srv.stats.errors.Add(1)
 	c.log.Debug("nbd request failed", "command", req.typ, "offset", req.off, "length", req.length, "errno", errno, "reason", msg)
 	if !sess.structured {
-		c.sendOrClose(simpleReply(req.cookie, errno))
-		return
+		return simpleReply(req.cookie, errno)
 	}
 	msg = msg[:min(len(msg), maxString)]
 	h := chunkHeader(replyFlagDone, replyTypeError, req.cookie, uint32(6+len(msg)))
 	h = binary.BigEndian.AppendUint32(h, errno)
 	h = binary.BigEndian.AppendUint16(h, uint16(len(msg)))
 	h = append(h, msg...)
-	c.sendOrClose(net.Buffers{h})
+	return net.Buffers{h}
 }
 
 // simpleReply returns a simple reply header.
@@ -391,12 +484,21 @@ func chunkHeader(flags, typ uint16, cookie uint64, length uint32) []byte {
 func (c *conn) sendOrClose(b net.Buffers) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	c.sendLocked(b)
+}
+
+// sendLocked writes b, with c.wmu held, as sendOrClose does, and reports
+// whether it was sent.
+func (c *conn) sendLocked(b net.Buffers) bool {
 	err := c.nc.SetWriteDeadline(time.Now().Add(c.srv.opts.replyTimeout))
 	if err == nil {
 		_, err = b.WriteTo(c.nc)
 	}
 	if err != nil {
 		c.log.Debug("nbd reply failed", "err", err)
+		c.broken.Store(true)
 		c.nc.Close()
+		return false
 	}
+	return true
 }

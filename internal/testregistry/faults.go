@@ -40,6 +40,12 @@ const (
 	// Expired, with RedirectTTL set, redirects to a signed URL that has
 	// already expired, so the storage host answers 403.
 	Expired Fault = "expired"
+	// BadRequest, Forbidden, NotFound and Gone answer 400, 403, 404 and
+	// 410: failures that asking again does not change.
+	BadRequest Fault = "400"
+	Forbidden  Fault = "403"
+	NotFound   Fault = "404"
+	Gone       Fault = "410"
 )
 
 // Faults is a scripted fault proxy for a registry started with
@@ -58,6 +64,10 @@ type Faults struct {
 	// RedirectTTL on "localhost" at the same port (another host to clients
 	// that came to 127.0.0.1), which answers 403 once it has expired.
 	RedirectTTL time.Duration
+	// RedirectHost, when set, is the host name the signed URLs point at
+	// instead of "localhost": "127.0.0.1" to a client that came to
+	// localhost is a redirect to an internal address of another host.
+	RedirectHost string
 
 	mu       sync.Mutex
 	script   []Fault
@@ -140,7 +150,11 @@ func (f *Faults) Middleware(next http.Handler) http.Handler {
 			if fault == Expired {
 				exp = time.Now().Add(-time.Second)
 			}
-			u := url.URL{Scheme: "http", Host: "localhost:" + port, Path: storagePrefix + r.URL.Path,
+			host := "localhost"
+			if f.RedirectHost != "" {
+				host = f.RedirectHost
+			}
+			u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: storagePrefix + r.URL.Path,
 				RawQuery: url.Values{"expires": {strconv.FormatInt(exp.UnixNano(), 10)}, "fault": {string(fault)}, "signature": {"secret"}}.Encode()}
 			http.Redirect(w, r, u.String(), http.StatusTemporaryRedirect)
 			return
@@ -174,6 +188,9 @@ func (f *Faults) serveBlob(w http.ResponseWriter, r *http.Request, next http.Han
 		http.Error(w, "scripted 503", http.StatusServiceUnavailable)
 	case TooMany:
 		http.Error(w, "scripted 429", http.StatusTooManyRequests)
+	case BadRequest, Forbidden, NotFound, Gone:
+		code, _ := strconv.Atoi(string(fault))
+		http.Error(w, "scripted "+string(fault), code)
 	case IgnoreRange:
 		r.Header.Del("Range")
 		next.ServeHTTP(w, r)

@@ -30,6 +30,11 @@
 //     block status) and against `lazydisk read --sparse=never`, the dense
 //     write lazydisk did before: time and the output's allocated size.
 //
+// With -load it measures instead (e): -clients NBD clients (64) each doing
+// random 4 KiB reads, one after the other, for -duration (60 s) against
+// `lazydisk serve` of each format: reads/s, latency percentiles, errors,
+// the server's peak RSS and its CPU time per read.
+//
 // It prints Markdown tables for docs/benchmarks.md and exits 1 when a goal
 // of (a) or (b) is missed. bench/run.sh -serve (part of make bench) runs it.
 package main
@@ -66,6 +71,9 @@ type config struct {
 	runs     int
 	seed     uint64
 	sparse   string
+	load     bool
+	clients  int
+	duration time.Duration
 }
 
 func main() {
@@ -77,6 +85,9 @@ func main() {
 	flag.IntVar(&cfg.runs, "runs", 3, "runs of each whole-disk copy; the median counts")
 	flag.Uint64Var(&cfg.seed, "seed", 1, "seed of the random offsets")
 	flag.StringVar(&cfg.sparse, "sparse", "", "measure (d), sparse whole-disk copies, on this raw disk instead of (a)-(c)")
+	flag.BoolVar(&cfg.load, "load", false, "measure (e), many clients doing random 4 KiB reads, instead of (a)-(c)")
+	flag.IntVar(&cfg.clients, "clients", 64, "with -load, NBD clients at once")
+	flag.DurationVar(&cfg.duration, "duration", time.Minute, "with -load, how long the clients read")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -104,6 +115,9 @@ type bench struct {
 func run(ctx context.Context, cfg config) error {
 	if cfg.sparse != "" {
 		return runSparse(ctx, cfg)
+	}
+	if cfg.load {
+		return runLoad(ctx, cfg)
 	}
 	for _, t := range []string{"qemu-img", "qemu-io", "nbdcopy", "nbdkit"} {
 		if _, err := exec.LookPath(t); err != nil {
