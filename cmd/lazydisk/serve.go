@@ -12,6 +12,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/internal/nbd"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
@@ -24,6 +25,7 @@ type serveOptions struct {
 	maxConns    int
 	stats       string
 	verbose     bool
+	guest       bool
 }
 
 func newServeCmd(reg *registryOptions) *cobra.Command {
@@ -49,6 +51,12 @@ Reads that run sequentially, several streams at once, are read ahead (up to
 several range requests in flight as read --range all does; isolated reads
 fetch only the chunks they cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
 
+With --guest the export is the guest's disk: for a qcow2 file, the disk the VM
+sees (its virtual size), decoded by the qcow2 reader, with unallocated and zero
+clusters reported as holes from the L2 tables alone, so clients that want raw
+blocks (nbdcopy to a device, the kernel's nbd client, CDI's raw import) need no
+qcow2 support; for a raw file, the file itself.
+
 --listen is a unix socket (unix:///run/disk.sock; a stale socket file that
 nothing answers on is replaced, and the file is removed on exit) or a TCP
 address. The server has no TLS and no authentication, so TCP is limited to
@@ -68,6 +76,10 @@ and answered with EIO.`,
   # Copy it, converted to raw, or as it is (nbdcopy opens 4 connections)
   qemu-img convert -f qcow2 -O raw nbd+unix:///?socket=/tmp/fedora.sock fedora.raw
   nbdcopy nbd+unix:///?socket=/tmp/fedora.sock fedora.qcow2
+
+  # The guest's disk (qcow2 decoded, holes where it is unallocated), for raw-block clients
+  lazydisk serve --guest quay.io/containerdisks/fedora:41-esgz --listen unix:///tmp/guest.sock
+  nbdcopy nbd+unix:///?socket=/tmp/guest.sock /dev/vdb
 
   # Read 4 KiB at 1 GiB: fetches only the chunk under it
   qemu-io -r -f raw -c 'read 1G 4k' nbd+unix:///?socket=/tmp/fedora.sock
@@ -93,6 +105,7 @@ and answered with EIO.`,
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
 	f.StringVar(&o.stats, "stats", "", "on exit, print connections, requests, bytes served and fetched to stderr: text or json")
 	f.Lookup("stats").NoOptDefVal = "text"
+	f.BoolVar(&o.guest, "guest", false, "serve the guest's disk: for a qcow2 file its virtual disk, with unallocated and zero clusters as holes; for a raw file the file itself")
 	f.BoolVarP(&o.verbose, "verbose", "v", false, "log connections and failed requests too")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
@@ -145,10 +158,22 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	defer f.Close()
+	var backend nbd.Backend = exportBackend{f}
+	desc := fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest())
+	view := ""
+	if o.guest {
+		v, err := guest.Open(f)
+		if err != nil {
+			return fmt.Errorf("reading the guest disk of /%s: %w", f.Name(), err)
+		}
+		backend = guestBackend{v}
+		view = ", guest disk of " + v.Format()
+		desc = "guest disk (" + v.Format() + ") of " + desc
+	}
 	srv, err := nbd.New([]nbd.Export{{
 		Name:        f.Name(),
-		Description: fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
-		Backend:     exportBackend{f},
+		Description: desc,
+		Backend:     backend,
 	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns))
 	if err != nil {
 		return err
@@ -157,7 +182,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), nbd.URI(ln.Addr(), ""))
+	fmt.Fprintf(stderr, "serving /%s (%d bytes, %s%s%s) at %s\n", f.Name(), backend.Size(), f.Format(), view, signedNote(f), nbd.URI(ln.Addr(), ""))
 	err = srv.Serve(ctx, ln) // closes ln, which removes a unix socket
 	f.Close()                // cancels the readahead
 	if o.stats != "" {
@@ -176,6 +201,23 @@ func (b exportBackend) Extents(off, length int64) ([]nbd.Extent, error) {
 		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
 	}
 	return out, nil
+}
+
+// guestBackend serves the guest view of a disk over NBD: zero and
+// unallocated qcow2 clusters (zero chunks of a raw disk) are holes.
+type guestBackend struct{ *guest.View }
+
+// maxExtentSpan bounds one block status answer: the client asks again for
+// the rest.
+const maxExtentSpan = 4 << 30
+
+func (b guestBackend) Extents(off, length int64) ([]nbd.Extent, error) {
+	es, err := b.View.Extents(off, min(length, maxExtentSpan))
+	out := make([]nbd.Extent, len(es))
+	for i, e := range es {
+		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
+	}
+	return out, err
 }
 
 // signedNote says which digest's signature Open checked, if it did.
