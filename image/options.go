@@ -35,6 +35,8 @@ type options struct {
 	transport http.RoundTripper
 	userAgent string
 	jobs      int
+	// diskFormat is WithDiskFormat's; "" is DiskKeep.
+	diskFormat DiskFormat
 }
 
 // WithPlainHTTP allows plain HTTP to any registry. By default only loopback

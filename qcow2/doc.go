@@ -12,7 +12,11 @@
 // sizes that overflow are refused (ErrCorrupt). Memory is bounded: L2 tables
 // and decompressed clusters are kept in caches with a byte limit.
 //
-// It deliberately does not write, follow backing files, decrypt, read
+// Layout plans and streams a new uncompressed qcow2 of a guest disk (what
+// `convert --disk-format qcow2` writes): its size is known before the first
+// byte, so it can be a tar entry.
+//
+// It deliberately does not modify images, follow backing files, decrypt, read
 // external data files or snapshots, or look at refcounts (which only
 // matter to writers); images that need any of these are refused with an
 // error that errors.Is matches against the sentinels in errors.go. The spec

@@ -191,7 +191,7 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	var src rangeSource = f
 	what := f.Name()
 	if o.guest {
-		v, err := guest.Open(f)
+		v, err := guest.Open(guestFile{f})
 		if err != nil {
 			return fmt.Errorf("reading the guest disk of /%s: %w", f.Name(), err)
 		}

@@ -162,7 +162,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 	desc := fmt.Sprintf("/%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest())
 	view := ""
 	if o.guest {
-		v, err := guest.Open(f)
+		v, err := guest.Open(guestFile{f})
 		if err != nil {
 			return fmt.Errorf("reading the guest disk of /%s: %w", f.Name(), err)
 		}
@@ -201,6 +201,18 @@ func (b exportBackend) Extents(off, length int64) ([]nbd.Extent, error) {
 		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
 	}
 	return out, nil
+}
+
+// guestFile is a disk.File as a guest.File that knows its zero chunks.
+type guestFile struct{ *disk.File }
+
+func (f guestFile) Zeros(off, length int64) []guest.Extent {
+	es := f.File.Extents(off, length)
+	out := make([]guest.Extent, len(es))
+	for i, e := range es {
+		out[i] = guest.Extent{Offset: e.Offset, Length: e.Length, Zero: e.Zero}
+	}
+	return out
 }
 
 // guestBackend serves the guest view of a disk over NBD: zero and

@@ -205,7 +205,7 @@ func (o *tocOptions) diskInfo(ctx context.Context, ref image.Reference, ropts []
 		return nil, err
 	}
 	defer f.Close()
-	v, err := guest.Open(f)
+	v, err := guest.Open(guestFile{f})
 	if err != nil {
 		return nil, fmt.Errorf("reading the guest disk of /%s: %w", f.Name(), err)
 	}

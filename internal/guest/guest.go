@@ -12,20 +12,27 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/qcow2"
 )
 
-// File is a disk file: a disk.File, or any io.ReaderAt with a size.
+// File is a disk file: any io.ReaderAt with a size.
 type File interface {
 	io.ReaderAt
 	Size() int64
 }
 
-// zeroExtenter is a File that knows its zero runs without reading them, as
-// disk.File does.
-type zeroExtenter interface {
-	Extents(off, length int64) []disk.Extent
+// ZeroMapper is a File that knows its zero runs without reading them, as
+// a disk.File knows its zero chunks: a raw disk's View reports them.
+type ZeroMapper interface {
+	// Zeros returns the runs that cover [off, off+length), clamped to the
+	// file's size.
+	Zeros(off, length int64) []Extent
+}
+
+// skipper is a writer that can skip runs of zeros, as disk.Skipper.
+type skipper interface {
+	io.Writer
+	Skip(n int64) error
 }
 
 // rangeWriter is a File that writes ranges of itself faster than reads
@@ -101,7 +108,7 @@ type Extent struct {
 
 // Extents returns the runs that cover [off, off+length) of the guest disk,
 // clamped to its size: for qcow2, its zero and unallocated clusters are
-// zero runs; for a raw disk.File, its zero chunks. A raw File that does not
+// zero runs; for a raw ZeroMapper (a disk.File), its zero chunks. A raw File that does not
 // know its zero runs is one data run.
 func (v *View) Extents(off, length int64) ([]Extent, error) {
 	var out []Extent
@@ -119,8 +126,8 @@ func (v *View) Extents(off, length int64) ([]Extent, error) {
 		}
 		return out, err
 	}
-	if ze, ok := v.f.(zeroExtenter); ok {
-		for _, e := range ze.Extents(off, length) {
+	if ze, ok := v.f.(ZeroMapper); ok {
+		for _, e := range ze.Zeros(off, length) {
 			add(e.Offset, e.Length, e.Zero)
 		}
 		return out, nil
@@ -140,8 +147,9 @@ const (
 )
 
 // WriteRange writes the guest bytes [off, off+n), cut at the end of the
-// disk, to w in order. When w is a disk.Skipper, zero runs (Extents) are
-// passed to its Skip. It returns the bytes written or skipped.
+// disk, to w in order. When w has a Skip(n int64) error method (a disk.Skipper), zero runs (Extents) are
+// passed to its Skip. A raw File with its own WriteRange (a disk.File)
+// writes the range itself. It returns the bytes written or skipped.
 func (v *View) WriteRange(w io.Writer, off, n int64) (int64, error) {
 	n = max(0, min(n, v.Size()-off))
 	if v.q == nil {
@@ -153,7 +161,7 @@ func (v *View) WriteRange(w io.Writer, off, n int64) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sk, skip := w.(disk.Skipper)
+	sk, skip := w.(skipper)
 	var done int64
 	for _, e := range es {
 		var m int64
