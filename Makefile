@@ -70,8 +70,8 @@ bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fspr
 	bash bench/run.sh
 	bash bench/run.sh -read
 	bash bench/run.sh -serve
-	bash bench/run.sh -guest
 	bash bench/run.sh -sparse
+	bash bench/run.sh -guest
 
 .PHONY: lint
 lint: ## gofmt and go vet (the product module and bench/)
