@@ -67,9 +67,10 @@ cosign: ## Install the cosign CLI (COSIGN_VERSION) the interop tests use, unless
 	fi
 
 .PHONY: fuzz
-fuzz: ## Fuzz the footer and TOC parsers for FUZZTIME each (default 100000 runs)
+fuzz: ## Fuzz the footer, TOC and qcow2 parsers for FUZZTIME each (default 100000 runs)
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./toc/
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzParsers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./toc/
+	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./qcow2/
 
 .PHONY: demo
 demo: ## Convert the built-in sample disk to eStargz end to end, offline
@@ -83,6 +84,7 @@ bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fspr
 	bash bench/run.sh -sparse
 	bash bench/run.sh -store
 	bash bench/run.sh -load
+	bash bench/run.sh -guest
 
 .PHONY: lint
 lint: ## gofmt and go vet (the product module and bench/)

@@ -2,12 +2,16 @@ package lazydisk
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/lazydisk/lazydisk/convert"
+	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/sign"
 )
 
@@ -24,6 +28,20 @@ type ConvertResult struct {
 	CopiedSignatures *sign.Copied `json:"copiedSignatures,omitempty"`
 	// Signed is what WithSigner signed; nil without it.
 	Signed *sign.Result `json:"signed,omitempty"`
+	// Disk is what WithDiskFormat did to the disk, with the guest disk's
+	// sha256 read from the source and read back from the destination; nil
+	// without it.
+	Disk *DiskResult `json:"disk,omitempty"`
+}
+
+// DiskResult is a disk re-encoded by WithDiskFormat.
+type DiskResult struct {
+	image.DiskConversion
+	// GuestSHA256Before is the guest disk's sha256 read from the source
+	// (DiskConversion.GuestSHA256), GuestSHA256After read back from the
+	// destination through the lazy reader. Convert fails unless they match.
+	GuestSHA256Before string `json:"guestSHA256Before"`
+	GuestSHA256After  string `json:"guestSHA256After"`
 }
 
 // Convert converts the image or index src names into seekable layers and
@@ -46,9 +64,15 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 	if err := dst.CheckWritable(); err != nil {
 		return nil, err
 	}
+	if o.diskFormat != image.DiskKeep && src.Transport != image.Disk {
+		return nil, fmt.Errorf("%w: re-encoding the disk (--disk-format %s) needs a disk: source, not %s", ErrDiskFormat, o.diskFormat, src)
+	}
 	readOpts := o.image
 	if o.platform != nil {
 		readOpts = append(readOpts[:len(readOpts):len(readOpts)], image.WithPlatform(*o.platform))
+	}
+	if o.diskFormat != image.DiskKeep {
+		readOpts = append(readOpts[:len(readOpts):len(readOpts)], image.WithDiskFormat(o.diskFormat))
 	}
 	art, err := image.Read(ctx, src, readOpts...)
 	if err != nil {
@@ -66,10 +90,44 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 		return nil, fmt.Errorf("writing %s: %w", dst, err)
 	}
 	res := &ConvertResult{Destination: dst.String(), Result: conv.Result}
+	if dc, ok := image.DiskConversionOf(art.Image); ok {
+		if res.Disk, err = o.checkGuest(ctx, dst, res, dc); err != nil {
+			return nil, err
+		}
+	}
 	if err := o.signatures(ctx, src, dst, art, res); err != nil {
 		return nil, err
 	}
 	return res, nil
+}
+
+// checkGuest reads the guest disk of the image written at dst back through
+// the lazy reader, as a consumer would, and checks its sha256 against the
+// source's.
+func (o options) checkGuest(ctx context.Context, dst image.Reference, res *ConvertResult, dc image.DiskConversion) (*DiskResult, error) {
+	at := dst
+	if dst.Transport == image.Docker {
+		at.Name = dst.Name.Context().Digest(res.Digest.String())
+	}
+	f, err := disk.Open(ctx, at, disk.WithImageOptions(o.image...), disk.WithFile(dc.File))
+	if err != nil {
+		return nil, fmt.Errorf("reading the disk back from %s: %w", dst, err)
+	}
+	defer f.Close()
+	v, err := guest.Open(f)
+	if err != nil {
+		return nil, fmt.Errorf("reading the guest disk back from %s: %w", dst, err)
+	}
+	h := sha256.New()
+	if _, err := v.WriteRange(h, 0, v.Size()); err != nil {
+		return nil, fmt.Errorf("reading the guest disk back from %s: %w", dst, err)
+	}
+	r := &DiskResult{DiskConversion: dc, GuestSHA256Before: dc.GuestSHA256, GuestSHA256After: hex.EncodeToString(h.Sum(nil))}
+	if r.GuestSHA256Before == "" || r.GuestSHA256Before != r.GuestSHA256After || v.Size() != dc.VirtualSize {
+		return r, fmt.Errorf("%w: /%s in %s: sha256 %s (%d bytes), the source's guest disk %s (%d bytes)",
+			ErrGuestMismatch, dc.File, dst, r.GuestSHA256After, v.Size(), r.GuestSHA256Before, dc.VirtualSize)
+	}
+	return r, nil
 }
 
 // signatures copies the signatures of src that stay valid at dst and signs

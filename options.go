@@ -23,6 +23,7 @@ type options struct {
 	sign           []sign.Option
 	copySignatures bool
 	onWrite        func()
+	diskFormat     image.DiskFormat
 }
 
 // WithConvertOptions adds options for the conversion itself: the format
@@ -85,9 +86,23 @@ func WithOnWrite(f func()) Option {
 	return func(o *options) error { o.onWrite = f; return nil }
 }
 
+// WithDiskFormat re-encodes the disk of a disk: source while converting
+// (image.WithDiskFormat): image.DiskRaw writes the guest's disk as raw,
+// image.DiskQcow2 as an uncompressed qcow2. Convert then reads the guest
+// disk back from the destination and checks that its sha256 is the
+// source's (ConvertResult.Disk), failing with ErrGuestMismatch otherwise.
+// Other sources are refused unless f is image.DiskKeep, the default.
+func WithDiskFormat(f image.DiskFormat) Option {
+	return func(o *options) error {
+		f, err := image.ParseDiskFormat(string(f))
+		o.diskFormat = f
+		return err
+	}
+}
+
 // makeOptions applies opts over the defaults and checks them together.
 func makeOptions(opts []Option) (options, error) {
-	o := options{copySignatures: true}
+	o := options{copySignatures: true, diskFormat: image.DiskKeep}
 	for _, opt := range opts {
 		if opt == nil {
 			return o, errors.New("a nil lazydisk.Option")

@@ -8,6 +8,8 @@
 #   bash bench/run.sh -read          # lazy reads vs download + gunzip (bin/benchread)
 #   bash bench/run.sh -serve         # lazydisk serve vs nbdkit curl+tar+gzip (bin/benchserve;
 #                                    # needs nbdkit: apt-get install nbdkit)
+#   bash bench/run.sh -guest         # serve --guest of a compressed qcow2 vs serve + qemu-img
+#                                    # convert, and vs qemu-nbd on a downloaded copy (bin/benchserve)
 #   bash bench/run.sh -sparse        # read --range all of a 20 GiB sparse raw disk to a file vs
 #                                    # qemu-img convert through serve and a dense write
 #   bash bench/run.sh -store         # podman pull through lazydisk store vs a plain podman pull
@@ -37,6 +39,7 @@ serve=false
 sparse=false
 store=false
 load=false
+guest=false
 rest=()
 for arg in "$@"; do
 	case $arg in
@@ -63,6 +66,10 @@ for arg in "$@"; do
 		;;
 	-load | --load)
 		load=true
+		continue
+		;;
+	-guest | --guest)
+		guest=true
 		continue
 		;;
 	esac
@@ -108,6 +115,14 @@ if $load; then
 	bash bench/mkdisk.sh "$cache"
 	mkdir -p "$cache/work"
 	exec bin/benchserve -load -disk "$cache/disk-3g.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
+fi
+
+if $guest; then
+	go -C bench build -o "$root/bin/benchserve" ./cmd/benchserve
+	go build -trimpath -o bin/lazydisk ./cmd/lazydisk
+	bash bench/mkdisk.sh -compressed "$cache"
+	mkdir -p "$cache/work"
+	exec bin/benchserve -guest "$cache/disk-3g-c.qcow2" -work "$cache/work" -lazydisk bin/lazydisk "${rest[@]}"
 fi
 
 if $serve; then

@@ -79,6 +79,12 @@ func newContainerDisk(r Reference, o options) (*diskImage, error) {
 			platform.Architecture = p.Architecture
 		}
 	}
+	var enc *diskEncoding
+	if o.diskFormat != "" && o.diskFormat != DiskKeep {
+		if enc, err = newDiskEncoding(r, path, fi.Size(), o.diskFormat); err != nil {
+			return nil, err
+		}
+	}
 	return &diskImage{
 		ref:      r,
 		platform: platform,
@@ -90,6 +96,7 @@ func newContainerDisk(r Reference, o options) (*diskImage, error) {
 			modTime:  created,
 			fileSize: fi.Size(),
 			fileMod:  fi.ModTime(),
+			enc:      enc,
 		},
 	}, nil
 }
@@ -220,6 +227,8 @@ type diskLayer struct {
 	modTime  time.Time // of the tar entries
 	fileSize int64     // of the disk file at Read
 	fileMod  time.Time // of the disk file at Read
+	// enc re-encodes the disk (WithDiskFormat); nil keeps it.
+	enc *diskEncoding
 
 	computeMu sync.Mutex // one digest-only pass at a time
 
@@ -253,7 +262,8 @@ func (l *diskLayer) Size() (int64, error) {
 		return 0, err
 	}
 	const block, trailer = 512, 2 * 512
-	return int64(b.Len()) + l.fileSize + (-l.fileSize & (block - 1)) + trailer, nil
+	n := l.entrySize()
+	return int64(b.Len()) + n + (-n & (block - 1)) + trailer, nil
 }
 
 // DigestPending reports whether Digest would need a pass over the file.
@@ -290,6 +300,14 @@ func (l *diskLayer) Uncompressed() (io.ReadCloser, error) {
 	return &diskReader{layer: l, pr: pr, done: done, hash: sha256.New()}, nil
 }
 
+// entrySize is the size of the disk entry: the file's, or the re-encoded disk's.
+func (l *diskLayer) entrySize() int64 {
+	if l.enc != nil {
+		return l.enc.info.Size // set once, before any stream
+	}
+	return l.fileSize
+}
+
 // headers returns the tar headers of disk/ and of the disk file.
 func (l *diskLayer) headers() (dir, file *tar.Header) {
 	dir = &tar.Header{
@@ -309,6 +327,9 @@ func (l *diskLayer) headers() (dir, file *tar.Header) {
 		Size:     l.fileSize,
 		ModTime:  l.modTime,
 	}
+	if l.enc != nil {
+		file.Name, file.Size = l.enc.info.File, l.enc.info.Size
+	}
 	return dir, file
 }
 
@@ -322,6 +343,12 @@ func (l *diskLayer) writeTar(w io.Writer, f *os.File) error {
 	}
 	if err := tw.WriteHeader(file); err != nil {
 		return err
+	}
+	if l.enc != nil {
+		if err := l.enc.write(tw, f, l.fileSize); err != nil {
+			return fmt.Errorf("writing the %s disk of %s: %w", l.enc.target, l.ref, err)
+		}
+		return tw.Close()
 	}
 	buf := make([]byte, 1<<20)
 	n, err := io.CopyBuffer(tw, io.LimitReader(f, l.fileSize), buf)

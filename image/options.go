@@ -40,6 +40,8 @@ type options struct {
 	jobs      int
 	logger    *slog.Logger
 	progress  func(Progress)
+	// diskFormat is WithDiskFormat's; "" is DiskKeep.
+	diskFormat DiskFormat
 }
 
 // Progress is what Write reports while it uploads an image to a registry:

@@ -31,6 +31,7 @@ type convertOptions struct {
 	tmpDir     string
 	signKey    string
 	sigFormat  string
+	diskFormat string
 	// signatureFormat is sigFormat, checked.
 	signatureFormat sign.SignatureFormat
 }
@@ -65,6 +66,18 @@ registry) are copied to DST, in both forms. A converted image has a new digest
 that the source's signatures do not cover: sign it in the same step with
 --sign-key (password from $COSIGN_PASSWORD, as for lazydisk sign).
 
+--disk-format re-encodes the disk of a disk: source while converting, in the
+same stream: raw writes the guest's disk as disk/<name>.img (a compressed qcow2
+decompressed; its unallocated clusters become zero chunks, which readers make
+holes of and never fetch), qcow2 writes an uncompressed qcow2 (version 3, 64 KiB
+clusters, only the clusters with data allocated) as disk/<name>.qcow2, so the
+layer's chunk compression works and a guest read maps to one chunk. keep (the
+default) writes the file as it is. The guest disk's sha256 is computed from the
+source and again from the written image, read back through the lazy reader; both
+are printed (and are in --format json under "disk"), and a difference fails the
+command. qcow2 files with a backing file, encryption or an external data file
+are refused (docs/qcow2.md).
+
 The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 		Example: `  # Build and convert a containerDisk from a local qcow2, no Docker daemon needed
   lazydisk convert --estargz disk:fedora.qcow2 oci:out:latest
@@ -83,6 +96,9 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 
   # Convert and sign the result in one step (both cosign signature forms)
   COSIGN_PASSWORD=... lazydisk convert --estargz --sign-key cosign.key disk:fedora.qcow2 docker://registry.example.com/vm/fedora:41
+
+  # A compressed qcow2 re-encoded as a raw containerDisk, the guest disk checked by sha256
+  lazydisk convert --zstd-chunked --disk-format raw disk:fedora.qcow2 docker://registry.example.com/vm/fedora:41-raw
 
   # Push a signed layout; its signatures are copied along
   lazydisk convert --estargz oci:out:latest docker://registry.example.com/vm/fedora:41`,
@@ -104,6 +120,8 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
 	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
 	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
+	f.StringVar(&o.diskFormat, "disk-format", string(image.DiskKeep), "for a disk: source, the disk's format in the image: raw (the guest's disk), qcow2 (uncompressed) or keep")
+	_ = cmd.RegisterFlagCompletionFunc("disk-format", cobra.FixedCompletions([]string{"keep", "raw", "qcow2"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagFilename("sign-key", "key")
 	_ = cmd.RegisterFlagCompletionFunc("signature-format", cobra.FixedCompletions([]string{"both", "bundle", "legacy"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
@@ -197,6 +215,11 @@ func (o *convertOptions) options(cmd *cobra.Command) ([]lazydisk.Option, error) 
 		return nil, usageError{err}
 	}
 	opts := []lazydisk.Option{lazydisk.WithConvertOptions(conv...), lazydisk.WithImageOptions(o.reg.imageOptions()...)}
+	df, err := image.ParseDiskFormat(o.diskFormat)
+	if err != nil {
+		return nil, usagef("--disk-format: %w", err)
+	}
+	opts = append(opts, lazydisk.WithDiskFormat(df))
 	platform, err := parsePlatformFlag(o.platform)
 	if err != nil {
 		return nil, err
@@ -214,6 +237,10 @@ func (o *convertOptions) print(cmd *cobra.Command, res *lazydisk.ConvertResult) 
 		return printJSON(cmd.OutOrStdout(), res)
 	}
 	printSummary(o.reg.info(cmd), res.Destination, res.Result)
+	if d := res.Disk; d != nil {
+		fmt.Fprintf(o.reg.info(cmd), "disk %s (%s, %s) -> %s (%s, %s): guest disk %s, sha256 %s from the source, %s read back: they match\n",
+			d.Source, d.SourceFormat, size.Format(d.SourceSize), d.File, d.Format, size.Format(d.Size), size.Format(d.VirtualSize), d.GuestSHA256Before, d.GuestSHA256After)
+	}
 	if n := res.CopiedSignatures; n != nil {
 		fmt.Fprintf(o.reg.info(cmd), "copied the source's signatures of the unchanged manifests: %d bundle, %d legacy\n", n.Bundles, n.Legacy)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
 )
@@ -23,6 +24,7 @@ type readOptions struct {
 	stats        statsFlags
 	sparse       string
 	deviceZeroed bool
+	guest        bool
 }
 
 func newReadCmd(reg *registryOptions) *cobra.Command {
@@ -40,6 +42,13 @@ Ranges are OFFSET:LENGTH with optional K, M, G, T suffixes (powers of 1024);
 "OFFSET:" runs to the end of the file, and "all" is the whole file, fetched with
 parallel requests and decompression. A range that runs past the end of the file
 is cut there; one that starts past it is an error.
+
+With --guest the ranges are of the guest's disk: for a qcow2 file, the disk the
+VM sees (its virtual size; compressed clusters are decompressed, zero and
+unallocated clusters read as zeros and become holes in a regular -o file), read
+by the qcow2 reader over the verified chunks; for a raw file, the file itself.
+qcow2 files with a backing file, encryption or an external data file, and
+corrupt ones, are refused (see docs/qcow2.md).
 
 With --key, the image's cosign signature is checked first (as verify does) and
 the manifest is then read by the signed digest, so every byte written is covered
@@ -76,6 +85,9 @@ device already reads as zeros.`,
   # Into a pipe, for another tool to consume
   mkfifo /tmp/disk.fifo; lazydisk read oci:mirror:fedora --range all -o /tmp/disk.fifo &
 
+  # The guest's disk of a qcow2 containerDisk, decompressed, as a sparse raw file
+  lazydisk read --guest registry.example.com/vm/fedora:41 --range all -o fedora.raw
+
   # Only if the image is signed by this key
   lazydisk read --key cosign.pub registry.example.com/vm/fedora:41 --range 0:1M -o head.bin`,
 		Args:              oneRefArg,
@@ -88,6 +100,7 @@ device already reads as zeros.`,
 	f.StringVar(&o.ranges, "range", "", "OFFSET:LENGTH[,OFFSET:LENGTH...], or all (required)")
 	f.StringVarP(&o.output, "output", "o", "", "write the bytes to this file (atomically), device or FIFO (in place), or - for stdout (default: stdout, unless it is a terminal)")
 	f.StringVar(&o.sparse, "sparse", "auto", "holes in a regular output file: auto (where the TOC says zeros), always (also every 4 KiB block of zeros) or never")
+	f.BoolVar(&o.guest, "guest", false, "read the guest's disk: for a qcow2 file its virtual disk (offsets and sizes are the guest's; unallocated and zero clusters are zero runs), for a raw file the file itself")
 	f.BoolVar(&o.deviceZeroed, "device-zeroed", false, "the output block device already reads as zeros: leave zero regions unwritten")
 	o.stats.addFlags(cmd, "print requests, bytes fetched and time to stderr")
 	o.disk.addFlags(cmd)
@@ -165,20 +178,33 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if err != nil {
 		return usageError{err}
 	}
+	if o.guest {
+		// The guest view reads the qcow2 clusters of a stream in order.
+		opts = append(opts, disk.WithReadahead(disk.DefaultReadahead))
+	}
 	f, err := disk.Open(ctx, ref, opts...)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	var src rangeSource = f
+	what := f.Name()
+	if o.guest {
+		v, err := guest.Open(guestFile{f})
+		if err != nil {
+			return fmt.Errorf("reading the guest disk of %s: %w", f.Name(), err)
+		}
+		src, what = v, "the guest disk of "+f.Name()
+	}
 	for _, r := range ranges {
-		if r.off > f.Size() || (r.off == f.Size() && r.n != 0 && f.Size() != 0) {
-			return usagef("--range %d:%d starts past the end of %s (%d bytes)", r.off, r.n, f.Name(), f.Size())
+		if r.off > src.Size() || (r.off == src.Size() && r.n != 0 && src.Size() != 0) {
+			return usagef("--range %d:%d starts past the end of %s (%d bytes)", r.off, r.n, what, src.Size())
 		}
 	}
 	var total int64
 	for i, r := range ranges {
-		if r.n < 0 || r.off+r.n > f.Size() {
-			ranges[i].n = f.Size() - r.off
+		if r.n < 0 || r.off+r.n > src.Size() {
+			ranges[i].n = src.Size() - r.off
 		}
 		total += ranges[i].n
 	}
@@ -191,10 +217,10 @@ func (o *readOptions) run(ctx context.Context, cmd *cobra.Command, refArg string
 	if o.disk.reg.showProgress() {
 		pr := newProgressPrinter(cmd.ErrOrStderr())
 		defer pr.close()
-		w = &progressWriter{File: out, show: func(n int64, done bool) { pr.show("reading "+f.Name(), n, total, done) }}
+		w = &progressWriter{File: out, show: func(n int64, done bool) { pr.show("reading "+what, n, total, done) }}
 	}
 	for _, r := range ranges {
-		m, werr := f.WriteRange(w, r.off, r.n)
+		m, werr := src.WriteRange(w, r.off, r.n)
 		read += m
 		if err = werr; err != nil {
 			break
@@ -236,6 +262,13 @@ func (w *progressWriter) Skip(n int64) error {
 		w.show(w.n, false)
 	}
 	return err
+}
+
+// rangeSource is what read writes ranges of: the disk file, or with
+// --guest its guest view.
+type rangeSource interface {
+	Size() int64
+	WriteRange(w io.Writer, off, n int64) (int64, error)
 }
 
 // openOutput opens -o by outfile's rule; "", "-" and /dev/stdout are the

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/internal/nbd"
 	"github.com/lazydisk/lazydisk/internal/outfile"
 	"github.com/lazydisk/lazydisk/internal/size"
@@ -36,6 +37,7 @@ type serveOptions struct {
 	pidfile     string
 	runCmd      string
 	memory      string
+	guest       bool
 }
 
 func newServeCmd(reg *registryOptions) *cobra.Command {
@@ -60,6 +62,12 @@ Reads that run sequentially, several streams at once, are read ahead (up to
 --readahead bytes fetched before they are asked for), so a whole copy keeps
 several range requests in flight as read --range all does; isolated reads
 fetch only the chunks they cover. Zero chunks are reported as holes (nbdinfo --map, qemu-img map).
+
+With --guest the export is the guest's disk: for a qcow2 file, the disk the VM
+sees (its virtual size), decoded by the qcow2 reader, with unallocated and zero
+clusters reported as holes from the L2 tables alone, so clients that want raw
+blocks (nbdcopy to a device, the kernel's nbd client, CDI's raw import) need no
+qcow2 support; for a raw file, the file itself.
 
 --listen is a unix socket (unix:///run/disk.sock, or a bare path without ':'
 such as /run/disk.sock; a stale socket file that nothing answers on is
@@ -96,6 +104,10 @@ temporary directory, removed afterwards.`,
   qemu-img convert -f qcow2 -O raw nbd+unix:///?socket=/tmp/fedora.sock fedora.raw
   nbdcopy nbd+unix:///?socket=/tmp/fedora.sock fedora.qcow2
 
+  # The guest's disk (qcow2 decoded, holes where it is unallocated), for raw-block clients
+  lazydisk serve --guest quay.io/containerdisks/fedora:41-esgz --listen unix:///tmp/guest.sock
+  nbdcopy nbd+unix:///?socket=/tmp/guest.sock /dev/vdb
+
   # Read 4 KiB at 1 GiB: fetches only the chunk under it
   qemu-io -r -f raw -c 'read 1G 4k' nbd+unix:///?socket=/tmp/fedora.sock
 
@@ -123,6 +135,7 @@ temporary directory, removed afterwards.`,
 	f.IntVar(&o.maxConns, "max-connections", nbd.DefaultMaxConns, "client connections open at once")
 	o.stats.addFlags(cmd, "on exit, print connections, requests, bytes served and fetched to stderr")
 	f.StringVar(&o.memory, "memory", "", "memory for reply buffers, cached chunks and fetches in flight, all together (default: a quarter of the machine's, 256M to 2G)")
+	f.BoolVar(&o.guest, "guest", false, "serve the guest's disk: for a qcow2 file its virtual disk, with unallocated and zero clusters as holes; for a raw file the file itself")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("listen", cobra.FixedCompletions([]string{"unix:///", "tcp://127.0.0.1:10809"}, cobra.ShellCompDirectiveNoSpace|cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("run", cobra.NoFileCompletions)
@@ -209,10 +222,22 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	defer f.Close()
+	var backend nbd.Backend = exportBackend{f}
+	desc := fmt.Sprintf("%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest())
+	view := ""
+	if o.guest {
+		v, err := guest.Open(guestFile{f})
+		if err != nil {
+			return fmt.Errorf("reading the guest disk of %s: %w", f.Name(), err)
+		}
+		backend = guestBackend{v}
+		view = ", guest disk of " + v.Format()
+		desc = "guest disk (" + v.Format() + ") of " + desc
+	}
 	srv, err := nbd.New([]nbd.Export{{
 		Name:        f.Name(),
-		Description: fmt.Sprintf("%s of %s (manifest %s)", f.Name(), f.Ref(), f.Manifest()),
-		Backend:     exportBackend{f},
+		Description: desc,
+		Backend:     backend,
 	}}, nbd.WithLogger(log), nbd.WithMaxConns(o.maxConns), nbd.WithMemory(plan.replies))
 	if err != nil {
 		return err
@@ -222,7 +247,7 @@ func (o *serveOptions) run(ctx context.Context, cmd *cobra.Command, refArg strin
 		return err
 	}
 	uri := nbd.URI(ln.Addr(), "")
-	fmt.Fprintf(o.disk.reg.info(cmd), "serving %s (%d bytes, %s%s) at %s\n", f.Name(), f.Size(), f.Format(), signedNote(f), uri)
+	fmt.Fprintf(o.disk.reg.info(cmd), "serving %s (%d bytes, %s%s%s) at %s\n", f.Name(), backend.Size(), f.Format(), view, signedNote(f), uri)
 	if o.pidfile != "" {
 		if err := outfile.WriteFile(ctx, o.pidfile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			ln.Close()
@@ -315,6 +340,35 @@ func (b exportBackend) Extents(off, length int64) ([]nbd.Extent, error) {
 		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
 	}
 	return out, nil
+}
+
+// guestFile is a disk.File as a guest.File that knows its zero chunks.
+type guestFile struct{ *disk.File }
+
+func (f guestFile) Zeros(off, length int64) []guest.Extent {
+	es := f.File.Extents(off, length)
+	out := make([]guest.Extent, len(es))
+	for i, e := range es {
+		out[i] = guest.Extent{Offset: e.Offset, Length: e.Length, Zero: e.Zero}
+	}
+	return out
+}
+
+// guestBackend serves the guest view of a disk over NBD: zero and
+// unallocated qcow2 clusters (zero chunks of a raw disk) are holes.
+type guestBackend struct{ *guest.View }
+
+// maxExtentSpan bounds one block status answer: the client asks again for
+// the rest.
+const maxExtentSpan = 4 << 30
+
+func (b guestBackend) Extents(off, length int64) ([]nbd.Extent, error) {
+	es, err := b.View.Extents(off, min(length, maxExtentSpan))
+	out := make([]nbd.Extent, len(es))
+	for i, e := range es {
+		out[i] = nbd.Extent{Length: e.Length, Zero: e.Zero}
+	}
+	return out, err
 }
 
 // signedNote says which digest's signature Open checked, if it did.

@@ -12,8 +12,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1"
 	"github.com/spf13/cobra"
 
+	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/blob"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -24,6 +26,7 @@ type tocOptions struct {
 	layer    string
 	format   string
 	chunks   bool
+	guest    bool
 }
 
 func newTocCmd(reg *registryOptions) *cobra.Command {
@@ -37,11 +40,17 @@ two range requests. For each layer it shows the format, the TOC digest and wheth
 it matches the layer's annotation, and the files with their sizes and chunk counts
 (--chunks lists every chunk). It ends with the bytes it fetched.
 
+With --guest it also opens the disk (the single file under /disk/) as read
+does, reads its first verified chunks, and shows the disk's format (qcow2 or
+raw) and the size of the guest's disk: the virtual size of a qcow2 file,
+with its version, cluster size and compression type.
+
 Exit status 1 when a layer's TOC does not match its annotation or is malformed;
 layers that are not seekable are reported, not errors.`,
 		Example: `  lazydisk toc quay.io/containerdisks/fedora:41-esgz
   lazydisk toc --layer 0 --chunks oci:out:latest
-  lazydisk toc --platform linux/arm64 --format json docker://registry.example.com/vm/fedora:41`,
+  lazydisk toc --platform linux/arm64 --format json docker://registry.example.com/vm/fedora:41
+  lazydisk toc --guest quay.io/containerdisks/fedora:41-esgz   # and the disk's format and virtual size`,
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -53,6 +62,7 @@ layers that are not seekable are reported, not errors.`,
 	f.StringVar(&o.layer, "layer", "", "only this layer: its index (0 is the first) or its digest")
 	f.StringVar(&o.format, "format", "text", "output format: text or json (table: text, as earlier versions named it)")
 	f.BoolVar(&o.chunks, "chunks", false, "list every chunk of every file")
+	f.BoolVar(&o.guest, "guest", false, "also read the disk's header: its format (qcow2 or raw) and the guest's disk size")
 	_ = cmd.RegisterFlagCompletionFunc("format", completeTextJSON)
 	_ = cmd.RegisterFlagCompletionFunc("platform", completePlatforms)
 	_ = cmd.RegisterFlagCompletionFunc("layer", cobra.NoFileCompletions)
@@ -67,6 +77,21 @@ type tocOutput struct {
 	// Requests and BytesFetched count the range requests for layer data.
 	Requests     int64 `json:"requests"`
 	BytesFetched int64 `json:"bytesFetched"`
+	// Disk is the disk's format and guest size, with --guest.
+	Disk *diskInfo `json:"disk,omitempty"`
+}
+
+// diskInfo is what toc --guest says of the disk file.
+type diskInfo struct {
+	File        string `json:"file"`
+	FileSize    int64  `json:"fileSize"`
+	Format      string `json:"diskFormat"`
+	VirtualSize int64  `json:"virtualSize"`
+	// qcow2 only
+	Version     int    `json:"qcow2Version,omitempty"`
+	ClusterSize int64  `json:"clusterSize,omitempty"`
+	Compression string `json:"compressionType,omitempty"`
+	ExtendedL2  bool   `json:"extendedL2,omitempty"`
 }
 
 type layerTOC struct {
@@ -169,6 +194,11 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 		bad = bad || l.Error != ""
 		out.Layers = append(out.Layers, l)
 	}
+	if o.guest {
+		if out.Disk, err = o.diskInfo(ctx, ref, ropts); err != nil {
+			return err
+		}
+	}
 	if o.format == "json" {
 		if err := printJSON(cmd.OutOrStdout(), out); err != nil {
 			return err
@@ -180,6 +210,24 @@ func (o *tocOptions) run(ctx context.Context, cmd *cobra.Command, refArg string)
 		return errBadTOC
 	}
 	return nil
+}
+
+// diskInfo opens the disk of ref as read does and reads its format.
+func (o *tocOptions) diskInfo(ctx context.Context, ref image.Reference, ropts []image.Option) (*diskInfo, error) {
+	f, err := disk.Open(ctx, ref, disk.WithImageOptions(ropts...))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	v, err := guest.Open(guestFile{f})
+	if err != nil {
+		return nil, fmt.Errorf("reading the guest disk of %s: %w", f.Name(), err)
+	}
+	d := &diskInfo{File: f.Name(), FileSize: f.Size(), Format: v.Format(), VirtualSize: v.Size()}
+	if q := v.Qcow2(); q != nil {
+		d.Version, d.ClusterSize, d.Compression, d.ExtendedL2 = q.Version(), q.ClusterSize(), q.Compression().String(), q.ExtendedL2()
+	}
+	return d, nil
 }
 
 // selectLayers returns the indexes of the layers --layer names (all by default).
@@ -281,6 +329,17 @@ func (o *tocOptions) printTable(w io.Writer, out tocOutput) {
 		if other := countOther(l.Files); other > 0 {
 			fmt.Fprintf(w, "  and %d directories, links and other entries\n", other)
 		}
+	}
+	if d := out.Disk; d != nil {
+		fmt.Fprintf(w, "\n%s: %s, guest disk %s (%d bytes)", d.File, d.Format, size.Format(d.VirtualSize), d.VirtualSize)
+		if d.Format == guest.FormatQcow2 {
+			ext := ""
+			if d.ExtendedL2 {
+				ext = ", extended L2"
+			}
+			fmt.Fprintf(w, "; qcow2 version %d, %s clusters, compression type %s%s", d.Version, size.Format(d.ClusterSize), d.Compression, ext)
+		}
+		fmt.Fprintln(w)
 	}
 	plural := "s"
 	if out.Requests == 1 {
