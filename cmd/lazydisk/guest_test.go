@@ -167,3 +167,43 @@ func TestGuest(t *testing.T) {
 		}
 	})
 }
+
+// TestMountGuest mounts the guest disk of a compressed qcow2 containerDisk
+// with mount --guest: the file is NAME.raw, of the guest's size, and reads
+// (whole and at random offsets) give the guest disk qemu-img decodes.
+func TestMountGuest(t *testing.T) {
+	needFUSE(t)
+	t.Parallel()
+	needClients(t, "qemu-img")
+	dir := t.TempDir()
+	qcow, want := compressedQcow2(t, dir)
+	ref := "oci:" + filepath.Join(dir, "layout") + ":1"
+	mustCLI(t, "convert", "--estargz", "disk:"+qcow, ref)
+	mnt := t.TempDir()
+	m := mountProcess(t, mnt, "--guest", ref)
+	if wantPath := filepath.Join(mnt, "vm.raw"); m.path != wantPath {
+		t.Errorf("mount --guest printed %q, want %q", m.path, wantPath)
+	}
+	got, err := os.ReadFile(m.path)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("the mounted guest disk: %d bytes, %v; want the %d bytes qemu-img decodes", len(got), err, len(want))
+	}
+	f, err := os.Open(m.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < 50; i++ {
+		off := (i * 7919 * 4099) % int64(len(want)-4096)
+		b := make([]byte, 4096)
+		if _, err := f.ReadAt(b, off); err != nil || !bytes.Equal(b, want[off:off+4096]) {
+			t.Errorf("read at %d through the mount: %v, or the bytes differ", off, err)
+		}
+	}
+	f.Close()
+	if err := m.stop(t, syscall.SIGTERM); err != nil {
+		t.Errorf("mount --guest after SIGTERM: %v", err)
+	}
+	if _, stderr, code := cli(t, "mount", "--guest", "--all", ref, t.TempDir()); code != 2 || !strings.Contains(stderr, "use one of them") {
+		t.Errorf("mount --guest --all: exit %d, %q", code, stderr)
+	}
+}

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/fusefs"
+	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/internal/size"
 	"github.com/lazydisk/lazydisk/toc"
 )
@@ -22,6 +24,7 @@ import (
 type mountOptions struct {
 	disk      diskFlags
 	all       bool
+	guest     bool
 	readahead string
 }
 
@@ -63,6 +66,9 @@ same DIR. Mounting needs root, or fusermount (package fuse3) for a user.`,
   # Only if signed by this key, with a persistent chunk cache
   lazydisk mount --key cosign.pub --cache-dir ~/.cache/lazydisk registry.example.com/vm/fedora:41 /mnt/fedora
 
+  # The guest's disk of a qcow2 containerDisk, decompressed, as a raw file
+  lazydisk mount --guest registry.example.com/vm/fedora:41 /mnt/fedora   # /mnt/fedora/disk.raw
+
   # The whole image file system
   lazydisk mount --all registry.example.com/vm/fedora:41 /mnt/image
 
@@ -76,6 +82,7 @@ same DIR. Mounting needs root, or fusermount (package fuse3) for a user.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&o.all, "all", false, "mount the image's whole file system (every layer, whiteouts applied) instead of the disk file")
+	f.BoolVar(&o.guest, "guest", false, "mount the guest's disk: for a qcow2 file its virtual disk as NAME.raw (decoded as it is read); for a raw file the file itself")
 	f.StringVar(&o.readahead, "readahead", size.Format(disk.DefaultReadahead), "bytes fetched ahead of sequential reads of the disk file (0: none; at most half of --cache-size)")
 	o.disk.addFlags(cmd)
 	_ = cmd.RegisterFlagCompletionFunc("readahead", cobra.FixedCompletions([]string{"0", "32M"}, cobra.ShellCompDirectiveNoFileComp))
@@ -89,6 +96,9 @@ func (o *mountOptions) run(ctx context.Context, cmd *cobra.Command, refArg, dir 
 	}
 	if o.all && o.disk.file != "" {
 		return usagef("--all mounts every file; --file names one: use one of them")
+	}
+	if o.all && o.guest {
+		return usagef("--all mounts every file; --guest the guest's disk of one: use one of them")
 	}
 	fi, err := os.Stat(dir)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -144,12 +154,24 @@ func (o *mountOptions) run(ctx context.Context, cmd *cobra.Command, refArg, dir 
 		}
 		closer = f.Close
 		e := f.Entry()
+		name, content, length := path.Base(f.Name()), io.ReaderAt(f), f.Size()
+		if o.guest {
+			v, err := guest.Open(guestFile{f})
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("reading the guest disk of %s: %w", f.Name(), err)
+			}
+			if v.Format() != guest.FormatRaw {
+				name = strings.TrimSuffix(name, path.Ext(name)) + ".raw"
+			}
+			content, length = v, v.Size()
+		}
 		entries = []fusefs.Entry{{
-			Path: path.Base(f.Name()), Mode: 0o100000 | uint32(e.Mode)&0o7777, Size: f.Size(),
+			Path: name, Mode: 0o100000 | uint32(e.Mode)&0o7777, Size: length,
 			UID: uint32(e.UID), GID: uint32(e.GID), ModTime: e.ModTime,
-			Open: func() (io.ReaderAt, error) { return f, nil },
+			Open: func() (io.ReaderAt, error) { return content, nil },
 		}}
-		shown = filepath.Join(dir, path.Base(f.Name()))
+		shown = filepath.Join(dir, name)
 		log.Debug("opened", "file", f.Name(), "size", f.Size(), "format", f.Format(), "layer", f.Layer().Digest)
 	}
 	defer closer()
