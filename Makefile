@@ -55,6 +55,21 @@ cosign: ## Install the cosign CLI (COSIGN_VERSION) the interop tests use, unless
 		GOBIN="$(dir $(COSIGN_BIN))" GOFLAGS= $(GO) install github.com/sigstore/cosign/v3/cmd/cosign@$(COSIGN_VERSION); \
 	fi
 
+# actionlint checks action.yml (through .github/workflows/action.yml, which
+# uses it as ./) and the workflows, in make lint. Built once into
+# $(go env GOPATH)/bin, like cosign; skipped when that version is there.
+ACTIONLINT_VERSION ?= v1.7.12
+ACTIONLINT_BIN     = $(shell $(GO) env GOPATH | cut -d: -f1)/bin/actionlint
+
+.PHONY: actionlint
+actionlint: ## Install actionlint (ACTIONLINT_VERSION), which make lint runs, unless present
+	@if "$(ACTIONLINT_BIN)" -version 2>/dev/null | grep -qx '$(ACTIONLINT_VERSION)'; then \
+		echo "actionlint $(ACTIONLINT_VERSION) is installed: $(ACTIONLINT_BIN)"; \
+	else \
+		echo "building actionlint $(ACTIONLINT_VERSION) into $(ACTIONLINT_BIN)"; \
+		GOBIN="$(dir $(ACTIONLINT_BIN))" GOFLAGS= $(GO) install github.com/rhysd/actionlint/cmd/actionlint@$(ACTIONLINT_VERSION); \
+	fi
+
 .PHONY: fuzz
 fuzz: ## Fuzz the footer and TOC parsers for FUZZTIME each (default 100000 runs)
 	$(GO) test -tags $(TAGS) -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZE) ./toc/
@@ -72,11 +87,12 @@ bench: build ## Benchmarks against the reference tools (needs qemu-utils, e2fspr
 	bash bench/run.sh -sparse
 
 .PHONY: lint
-lint: ## gofmt and go vet (the product module and bench/)
+lint: actionlint ## gofmt, go vet (every module) and actionlint (action.yml, workflows, the workflows in docs/ci.md)
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags $(TAGS) $(PKGS)
 	$(GO) -C $(BENCHMOD) vet -tags $(TAGS) ./...
 	cd examples/embed && $(GO) vet ./...
+	bash action/lint.sh $(ACTIONLINT_BIN)
 
 .PHONY: clean
 clean: ## Remove build output and benchmark data
