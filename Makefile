@@ -10,7 +10,8 @@ TESTFLAGS ?= -count=1 -race -timeout 15m
 TAGS    ?= exclude_graphdriver_btrfs,exclude_graphdriver_devicemapper
 # The benchmark and research programs of make bench are a module of their
 # own (bench/go.mod), so the product module does not carry them; test and
-# lint cover it too.
+# lint cover it too, and deploy/ (the Kubernetes manifests and their test,
+# which links k8s.io/api), another module of its own.
 BENCHMOD ?= bench
 
 .DEFAULT_GOAL := help
@@ -49,6 +50,7 @@ test: ## Run all tests (unit, in-process registry round trips, CLI; containers/s
 	$(GO) test -tags $(TAGS) $(TESTFLAGS) $(PKGS)
 	$(GO) -C $(BENCHMOD) test -tags $(TAGS) $(TESTFLAGS) ./...
 	cd examples/embed && $(GO) test $(TESTFLAGS) ./...
+	$(GO) -C deploy test $(TESTFLAGS) ./...
 
 # FUZZTIME bounds each fuzz target; CI runs them briefly on every change,
 # with the seed corpus from toc/testdata/fuzz. It is a count, not a duration:
@@ -113,6 +115,7 @@ lint: actionlint ## gofmt, go vet (every module) and actionlint (action.yml, wor
 	$(GO) vet -tags $(TAGS) $(PKGS)
 	$(GO) -C $(BENCHMOD) vet -tags $(TAGS) ./...
 	cd examples/embed && $(GO) vet ./...
+	$(GO) -C deploy vet ./...
 	bash action/lint.sh $(ACTIONLINT_BIN)
 
 .PHONY: clean
