@@ -4,15 +4,20 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/lazydisk/lazydisk/convert"
 	"github.com/lazydisk/lazydisk/disk"
 	"github.com/lazydisk/lazydisk/image"
 	"github.com/lazydisk/lazydisk/internal/guest"
 	"github.com/lazydisk/lazydisk/sign"
+	"github.com/lazydisk/lazydisk/trust"
+	"github.com/lazydisk/lazydisk/verify"
 )
 
 // ConvertResult says what Convert did. Its JSON form is what
@@ -26,12 +31,20 @@ type ConvertResult struct {
 	// CopiedSignatures counts the source's signatures copied to the
 	// destination; nil when none was.
 	CopiedSignatures *sign.Copied `json:"copiedSignatures,omitempty"`
-	// Signed is what WithSigner signed; nil without it.
+	// Signed is what WithSigner signed; nil without it, and when a skipped
+	// destination was already signed with its key.
 	Signed *sign.Result `json:"signed,omitempty"`
 	// Disk is what WithDiskFormat did to the disk, with the guest disk's
 	// sha256 read from the source and read back from the destination; nil
 	// without it.
 	Disk *DiskResult `json:"disk,omitempty"`
+	// Skipped is true when WithSkipIfConverted found the destination
+	// already converted from the same source digest: nothing was written,
+	// Digest is the destination's and Images is empty.
+	Skipped bool `json:"skipped,omitempty"`
+	// SourceDigest is the digest of what the source resolved to, recorded
+	// at the destination with WithSkipIfConverted; empty without it.
+	SourceDigest string `json:"sourceDigest,omitempty"`
 }
 
 // DiskResult is a disk re-encoded by WithDiskFormat.
@@ -43,6 +56,12 @@ type DiskResult struct {
 	GuestSHA256Before string `json:"guestSHA256Before"`
 	GuestSHA256After  string `json:"guestSHA256After"`
 }
+
+// AnnotationSourceDigest is the annotation, on the top manifest or index
+// Convert writes with WithSkipIfConverted, whose value is the digest
+// ("sha256:<hex>") of the image or index the source reference resolved to
+// when it was converted.
+const AnnotationSourceDigest = "io.github.lazydisk.source.digest"
 
 // Convert converts the image or index src names into seekable layers and
 // writes the result to dst, as `lazydisk convert SRC DST` does: it reads src
@@ -78,11 +97,26 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 	if err != nil {
 		return nil, err
 	}
+	var srcDigest v1.Hash
+	if o.skipConverted {
+		if srcDigest, err = artifactDigest(art); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", src, err)
+		}
+		res, err := o.skipIfConverted(ctx, dst, srcDigest)
+		if err != nil || res != nil {
+			return res, err
+		}
+	}
 	conv, err := o.convertArtifact(ctx, src, art)
 	if err != nil {
 		return nil, err
 	}
 	defer conv.Close()
+	if o.skipConverted {
+		if err := recordSource(conv, srcDigest); err != nil {
+			return nil, err
+		}
+	}
 	if o.onWrite != nil {
 		o.onWrite()
 	}
@@ -94,6 +128,9 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 		if res.Disk, err = o.checkGuest(ctx, dst, res, dc); err != nil {
 			return nil, err
 		}
+	}
+	if o.skipConverted {
+		res.SourceDigest = srcDigest.String()
 	}
 	if err := o.signatures(ctx, src, dst, art, res); err != nil {
 		return nil, err
@@ -124,10 +161,104 @@ func (o options) checkGuest(ctx context.Context, dst image.Reference, res *Conve
 	}
 	r := &DiskResult{DiskConversion: dc, GuestSHA256Before: dc.GuestSHA256, GuestSHA256After: hex.EncodeToString(h.Sum(nil))}
 	if r.GuestSHA256Before == "" || r.GuestSHA256Before != r.GuestSHA256After || v.Size() != dc.VirtualSize {
-		return r, fmt.Errorf("%w: /%s in %s: sha256 %s (%d bytes), the source's guest disk %s (%d bytes)",
+		return r, fmt.Errorf("%w: %s in %s: sha256 %s (%d bytes), the source's guest disk %s (%d bytes)",
 			ErrGuestMismatch, dc.File, dst, r.GuestSHA256After, v.Size(), r.GuestSHA256Before, dc.VirtualSize)
 	}
 	return r, nil
+}
+
+// artifactDigest is the digest of the index or image a reference resolved to.
+func artifactDigest(art image.Artifact) (v1.Hash, error) {
+	if art.Index != nil {
+		return art.Index.Digest()
+	}
+	return art.Image.Digest()
+}
+
+// skipIfConverted returns the result of a skipped conversion when dst
+// exists and records srcDigest, signing it first if the signer does not
+// verify it; nil when dst must be converted.
+func (o options) skipIfConverted(ctx context.Context, dst image.Reference, srcDigest v1.Hash) (*ConvertResult, error) {
+	have, err := image.Read(ctx, dst, o.image...)
+	if errors.Is(err, image.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading %s to see whether it is converted: %w", dst, err)
+	}
+	var anns map[string]string
+	var dgst v1.Hash
+	var mt types.MediaType
+	if have.Index != nil {
+		m, err := have.Index.IndexManifest()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", dst, err)
+		}
+		anns, mt = m.Annotations, m.MediaType
+		dgst, err = have.Index.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", dst, err)
+		}
+	} else {
+		m, err := have.Image.Manifest()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", dst, err)
+		}
+		anns, mt = m.Annotations, m.MediaType
+		dgst, err = have.Image.Digest()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", dst, err)
+		}
+	}
+	if anns[AnnotationSourceDigest] != srcDigest.String() {
+		return nil, nil
+	}
+	res := &ConvertResult{Destination: dst.String(), Skipped: true, SourceDigest: srcDigest.String()}
+	res.Digest, res.MediaType = dgst, mt
+	if o.signer == nil {
+		return res, nil
+	}
+	at := dst
+	if dst.Transport == image.Docker {
+		at.Name = dst.Name.Context().Digest(dgst.String())
+	}
+	switch _, err := verify.Signature(ctx, at, o.signer, verify.WithImageOptions(o.image...)); {
+	case err == nil:
+		return res, nil
+	case errors.Is(err, trust.ErrNoSignature), errors.Is(err, trust.ErrBadSignature):
+		// Converted by a run that did not sign it (or with another key): sign it now.
+	default:
+		return nil, fmt.Errorf("checking the signature of %s: %w", dst, err)
+	}
+	signOpts := append([]sign.Option{sign.WithImageOptions(o.image...)}, o.sign...)
+	if res.Signed, err = sign.Manifest(ctx, at, o.signer, signOpts...); err != nil {
+		return nil, fmt.Errorf("signing %s: %w", dst, err)
+	}
+	return res, nil
+}
+
+// recordSource adds AnnotationSourceDigest to the top manifest or index of
+// conv, and updates its result's digests.
+func recordSource(conv *convert.Converted, srcDigest v1.Hash) error {
+	anns := map[string]string{AnnotationSourceDigest: srcDigest.String()}
+	old := conv.Result.Digest
+	var err error
+	if conv.Index != nil {
+		conv.Index = mutate.Annotations(conv.Index, anns).(v1.ImageIndex)
+		conv.Result.Digest, err = conv.Index.Digest()
+	} else {
+		conv.Image = mutate.Annotations(conv.Image, anns).(v1.Image)
+		conv.Result.Digest, err = conv.Image.Digest()
+		for i := range conv.Result.Images {
+			if conv.Result.Images[i].Digest == old {
+				conv.Result.Images[i].Digest = conv.Result.Digest
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("recording the source digest: %w", err)
+	}
+	return nil
 }
 
 // signatures copies the signatures of src that stay valid at dst and signs

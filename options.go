@@ -24,6 +24,7 @@ type options struct {
 	copySignatures bool
 	onWrite        func()
 	diskFormat     image.DiskFormat
+	skipConverted  bool
 }
 
 // WithConvertOptions adds options for the conversion itself: the format
@@ -98,6 +99,27 @@ func WithDiskFormat(f image.DiskFormat) Option {
 		o.diskFormat = f
 		return err
 	}
+}
+
+// WithSkipIfConverted makes Convert record the source's digest on what it
+// writes, in the annotation AnnotationSourceDigest of the top manifest or
+// index, and first look at the destination: when it already records the
+// digest src resolves to now, Convert converts and writes nothing and
+// returns the destination's digest with ConvertResult.Skipped set. That makes
+// a conversion job idempotent per source digest, with the registry as the only
+// state: rerun it, and only sources that changed are converted. With
+// WithSigner, a skipped destination is signed only if the signer's key does
+// not already verify it (a run that converted but failed to sign is
+// completed, not skipped forever).
+//
+// The record names the source only, not the options: to convert the same
+// source again with another format or chunk size into the same destination,
+// run once without it. Because the top manifest gains an annotation, a
+// source manifest the conversion would have kept byte for byte is not kept,
+// and its signatures are not copied. The default is false: nothing is
+// recorded and the destination is not read.
+func WithSkipIfConverted(skip bool) Option {
+	return func(o *options) error { o.skipConverted = skip; return nil }
 }
 
 // makeOptions applies opts over the defaults and checks them together.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/v1"
@@ -32,6 +34,9 @@ type convertOptions struct {
 	signKey    string
 	sigFormat  string
 	diskFormat string
+	skip       bool
+	fromList   string
+	listIndex  int
 	// signatureFormat is sigFormat, checked.
 	signatureFormat sign.SignatureFormat
 }
@@ -39,7 +44,7 @@ type convertOptions struct {
 func newConvertCmd(reg *registryOptions) *cobra.Command {
 	o := &convertOptions{reg: reg}
 	cmd := &cobra.Command{
-		Use:   "convert --estargz|--zstd-chunked SRC DST",
+		Use:   "convert --estargz|--zstd-chunked SRC DST | --from-list FILE",
 		Short: "Repackage an image's layers as seekable eStargz or zstd:chunked",
 		Long: `Convert every filesystem layer of SRC into a seekable layer and write the result
 to DST as an OCI image (or index, for a multi-platform SRC).
@@ -101,10 +106,28 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
   lazydisk convert --zstd-chunked --disk-format raw disk:fedora.qcow2 docker://registry.example.com/vm/fedora:41-raw
 
   # Push a signed layout; its signatures are copied along
-  lazydisk convert --estargz oci:out:latest docker://registry.example.com/vm/fedora:41`,
-		Args:              exactArgs(2),
+  lazydisk convert --estargz oci:out:latest docker://registry.example.com/vm/fedora:41
+
+  # A job run again and again: convert only when the source's digest changed
+  lazydisk convert --zstd-chunked --skip-if-converted quay.io/containerdisks/fedora:41 docker://registry.example.com/vm/fedora:41-zstd
+
+  # One pod of a Kubernetes Indexed Job: the pair on line $JOB_COMPLETION_INDEX of a list
+  lazydisk convert --zstd-chunked --skip-if-converted --from-list /etc/lazydisk/sources.txt`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if o.fromList != "" {
+				return exactArgs(0)(cmd, args)
+			}
+			return exactArgs(2)(cmd, args)
+		},
 		ValidArgsFunction: completeRef,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.fromList != "" {
+				src, dst, err := o.listPair()
+				if err != nil {
+					return err
+				}
+				args = []string{src, dst}
+			}
 			return o.run(cmd.Context(), cmd, args[0], args[1])
 		},
 	}
@@ -119,6 +142,9 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	f.StringVar(&o.format, "format", "text", "output format: text or json")
 	f.StringVar(&o.tmpDir, "tmpdir", "", "directory for staging converted layers (default: $TMPDIR); needs room for the compressed output")
 	f.StringVar(&o.signKey, "sign-key", "", "sign the result with this cosign private key (see lazydisk sign)")
+	f.BoolVar(&o.skip, "skip-if-converted", false, "record the source's digest on DST (annotation "+lazydisk.AnnotationSourceDigest+") and do nothing when DST already records the same digest (signing it if --sign-key does not verify it)")
+	f.StringVar(&o.fromList, "from-list", "", "take SRC and DST from this file of \"SRC DST\" lines (blank lines and # comments skipped): the pair numbered --list-index")
+	f.IntVar(&o.listIndex, "list-index", -1, "with --from-list, the pair to convert, from 0 (default: $"+jobIndexEnv+", which Kubernetes sets in each pod of an Indexed Job)")
 	f.StringVar(&o.sigFormat, "signature-format", string(sign.SignatureBoth), "with --sign-key, the signature forms to write: both, bundle or legacy")
 	f.StringVar(&o.diskFormat, "disk-format", string(image.DiskKeep), "for a disk: source, the disk's format in the image: raw (the guest's disk), qcow2 (uncompressed) or keep")
 	_ = cmd.RegisterFlagCompletionFunc("disk-format", cobra.FixedCompletions([]string{"keep", "raw", "qcow2"}, cobra.ShellCompDirectiveNoFileComp))
@@ -130,6 +156,7 @@ The result's digest is printed on stdout; a per-layer summary goes to stderr.`,
 	_ = cmd.RegisterFlagCompletionFunc("compression-level", cobra.FixedCompletions([]string{"1", "3", "6", "9", "19"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.MarkFlagDirname("tmpdir")
 	_ = cmd.MarkFlagFilename("digestfile")
+	_ = cmd.MarkFlagFilename("from-list")
 	return cmd
 }
 
@@ -176,6 +203,56 @@ func (o *convertOptions) run(ctx context.Context, cmd *cobra.Command, srcArg, ds
 	return o.print(cmd, res)
 }
 
+// jobIndexEnv is the variable Kubernetes sets to the completion index in each
+// pod of an Indexed Job.
+const jobIndexEnv = "JOB_COMPLETION_INDEX"
+
+// maxListSize bounds a --from-list file: a list of references, not data.
+const maxListSize = 4 << 20
+
+// listPair returns the SRC and DST of --from-list that --list-index (or
+// $JOB_COMPLETION_INDEX) picks.
+func (o *convertOptions) listPair() (src, dst string, err error) {
+	i := o.listIndex
+	if i < 0 {
+		v, ok := os.LookupEnv(jobIndexEnv)
+		if !ok {
+			return "", "", usagef("--from-list needs --list-index N or $%s (set in the pods of an Indexed Job)", jobIndexEnv)
+		}
+		if i, err = strconv.Atoi(v); err != nil || i < 0 {
+			return "", "", usagef("$%s is %q, not an index from 0", jobIndexEnv, v)
+		}
+	}
+	f, err := os.Open(o.fromList)
+	if err != nil {
+		return "", "", usagef("--from-list: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxListSize+1))
+	if err != nil {
+		return "", "", fmt.Errorf("--from-list: %w", err)
+	}
+	if len(b) > maxListSize {
+		return "", "", usagef("--from-list %s is larger than %d MiB: it should hold one \"SRC DST\" pair per line", o.fromList, maxListSize>>20)
+	}
+	n := 0
+	for no, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		if n == i {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				return "", "", usagef("--from-list %s line %d: want \"SRC DST\", got %q", o.fromList, no+1, line)
+			}
+			return f[0], f[1], nil
+		}
+		n++
+	}
+	return "", "", usagef("--from-list %s has %d pairs: index %d is out of range (the Job's completions must match the list)", o.fromList, n, i)
+}
+
 // options checks the flags and returns the options of lazydisk.Convert
 // they ask for, but for signing and progress.
 func (o *convertOptions) options(cmd *cobra.Command) ([]lazydisk.Option, error) {
@@ -214,7 +291,7 @@ func (o *convertOptions) options(cmd *cobra.Command) ([]lazydisk.Option, error) 
 	if err := convert.CheckOptions(conv...); err != nil {
 		return nil, usageError{err}
 	}
-	opts := []lazydisk.Option{lazydisk.WithConvertOptions(conv...), lazydisk.WithImageOptions(o.reg.imageOptions()...)}
+	opts := []lazydisk.Option{lazydisk.WithConvertOptions(conv...), lazydisk.WithImageOptions(o.reg.imageOptions()...), lazydisk.WithSkipIfConverted(o.skip)}
 	df, err := image.ParseDiskFormat(o.diskFormat)
 	if err != nil {
 		return nil, usagef("--disk-format: %w", err)
@@ -236,7 +313,11 @@ func (o *convertOptions) print(cmd *cobra.Command, res *lazydisk.ConvertResult) 
 	if o.format == "json" {
 		return printJSON(cmd.OutOrStdout(), res)
 	}
-	printSummary(o.reg.info(cmd), res.Destination, res.Result)
+	if res.Skipped {
+		fmt.Fprintf(o.reg.info(cmd), "%s is already converted from %s: skipped\n", res.Destination, res.SourceDigest)
+	} else {
+		printSummary(o.reg.info(cmd), res.Destination, res.Result)
+	}
 	if d := res.Disk; d != nil {
 		fmt.Fprintf(o.reg.info(cmd), "disk %s (%s, %s) -> %s (%s, %s): guest disk %s, sha256 %s from the source, %s read back: they match\n",
 			d.Source, d.SourceFormat, size.Format(d.SourceSize), d.File, d.Format, size.Format(d.Size), size.Format(d.VirtualSize), d.GuestSHA256Before, d.GuestSHA256After)
