@@ -85,6 +85,10 @@ func Parse(s string) (Reference, error) {
 	if s == "" {
 		return Reference{}, fmt.Errorf("empty image reference: %w", ErrInvalidReference)
 	}
+	if redacted, ok := withoutCredentials(s); ok {
+		return Reference{}, fmt.Errorf("%s: an image reference must not hold credentials (USER:PASSWORD@HOST); "+
+			"use lazydisk login, --creds or --authfile (%w)", redacted, ErrInvalidReference)
+	}
 	if rest, ok := strings.CutPrefix(s, "docker://"); ok {
 		return parseDocker(s, rest)
 	}
@@ -123,6 +127,24 @@ func Parse(s string) (Reference, error) {
 			s, prefix, ErrInvalidReference)
 	}
 	return ref, err
+}
+
+// withoutCredentials reports whether s is a registry reference with user
+// information (USER:PASSWORD@HOST/REPO), and returns it with that part
+// replaced by "***", so that no message repeats a password. A digest
+// (REPO@sha256:...) is no user information: what follows its "@" has no "/".
+func withoutCredentials(s string) (string, bool) {
+	for _, local := range []Transport{OCI, DockerArchive, Disk} {
+		if strings.HasPrefix(s, string(local)+":") {
+			return "", false
+		}
+	}
+	name := strings.TrimPrefix(s, "docker://")
+	at := strings.IndexByte(name, '@')
+	if at < 0 || !strings.Contains(name[at+1:], "/") {
+		return "", false
+	}
+	return strings.TrimSuffix(s, name) + "***@" + name[at+1:], true
 }
 
 func parseDocker(s, ref string) (Reference, error) {

@@ -141,3 +141,31 @@ func TestIsAttachedTag(t *testing.T) {
 		}
 	}
 }
+
+// TestParseRefusesCredentials: a password inside a reference is refused,
+// and the error does not repeat it; digests and local paths with "@" are no
+// credentials.
+func TestParseRefusesCredentials(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{
+		"user:hunter2@registry.example.com/vm/x:1",
+		"docker://user:hunter2@registry.example.com/vm/x:1",
+		"user:hun/ter2@registry.example.com/vm/x:1",
+		"hunter2@127.0.0.1:5000/vm/x",
+	} {
+		_, err := image.Parse(s)
+		if !errors.Is(err, image.ErrInvalidReference) || !strings.Contains(err.Error(), "must not hold credentials") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Parse(%q): %v; want a refusal that does not repeat the password", s, err)
+		}
+	}
+	for _, s := range []string{
+		"registry.example.com/vm/x@sha256:" + strings.Repeat("0", 64),
+		"docker://registry.example.com/vm/x@sha256:" + strings.Repeat("0", 64),
+		"oci:/tmp/a@b/layout:1",
+		"disk:/tmp/a@b/disk.img",
+	} {
+		if _, err := image.Parse(s); err != nil {
+			t.Errorf("Parse(%q): %v", s, err)
+		}
+	}
+}
