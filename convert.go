@@ -80,20 +80,10 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 	if err != nil {
 		return nil, err
 	}
-	if err := dst.CheckWritable(); err != nil {
+	if err := o.check(src, dst); err != nil {
 		return nil, err
 	}
-	if o.diskFormat != image.DiskKeep && src.Transport != image.Disk {
-		return nil, fmt.Errorf("%w: re-encoding the disk (--disk-format %s) needs a disk: source, not %s", ErrDiskFormat, o.diskFormat, src)
-	}
-	readOpts := o.image
-	if o.platform != nil {
-		readOpts = append(readOpts[:len(readOpts):len(readOpts)], image.WithPlatform(*o.platform))
-	}
-	if o.diskFormat != image.DiskKeep {
-		readOpts = append(readOpts[:len(readOpts):len(readOpts)], image.WithDiskFormat(o.diskFormat))
-	}
-	art, err := image.Read(ctx, src, readOpts...)
+	art, err := image.Read(ctx, src, o.readOptions()...)
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +102,44 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 		return nil, err
 	}
 	defer conv.Close()
+	res, err := o.write(ctx, dst, art, conv, srcDigest)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.signatures(ctx, src, dst, art, res); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// check refuses, before anything is read, a destination that cannot be
+// written and a disk format for a source that is not a disk file.
+func (o options) check(src, dst image.Reference) error {
+	if err := dst.CheckWritable(); err != nil {
+		return err
+	}
+	if o.diskFormat != image.DiskKeep && src.Transport != image.Disk {
+		return fmt.Errorf("%w: re-encoding the disk (--disk-format %s) needs a disk: source, not %s", ErrDiskFormat, o.diskFormat, src)
+	}
+	return nil
+}
+
+// readOptions are the options the source is read with.
+func (o options) readOptions() []image.Option {
+	readOpts := o.image[:len(o.image):len(o.image)]
+	if o.platform != nil {
+		readOpts = append(readOpts, image.WithPlatform(*o.platform))
+	}
+	if o.diskFormat != image.DiskKeep {
+		readOpts = append(readOpts, image.WithDiskFormat(o.diskFormat))
+	}
+	return readOpts
+}
+
+// write writes the converted image or index to dst (recording srcDigest
+// with WithSkipIfConverted) and, for a re-encoded disk, reads the guest
+// disk back from dst to check it.
+func (o options) write(ctx context.Context, dst image.Reference, art image.Artifact, conv *convert.Converted, srcDigest v1.Hash) (*ConvertResult, error) {
 	if o.skipConverted {
 		if err := recordSource(conv, srcDigest); err != nil {
 			return nil, err
@@ -124,16 +152,14 @@ func Convert(ctx context.Context, src, dst image.Reference, opts ...Option) (*Co
 		return nil, fmt.Errorf("writing %s: %w", dst, err)
 	}
 	res := &ConvertResult{Destination: dst.String(), Result: conv.Result}
-	if dc, ok := image.DiskConversionOf(art.Image); ok {
-		if res.Disk, err = o.checkGuest(ctx, dst, res, dc); err != nil {
-			return nil, err
-		}
-	}
 	if o.skipConverted {
 		res.SourceDigest = srcDigest.String()
 	}
-	if err := o.signatures(ctx, src, dst, art, res); err != nil {
-		return nil, err
+	if dc, ok := image.DiskConversionOf(art.Image); ok {
+		var err error
+		if res.Disk, err = o.checkGuest(ctx, dst, res, dc); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
