@@ -17,12 +17,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -32,50 +30,6 @@ import (
 	"github.com/lazydisk/lazydisk/internal/cstoragetest"
 	"github.com/lazydisk/lazydisk/internal/testregistry"
 )
-
-// byteCounter counts the bytes a registry sends for each layer blob.
-type byteCounter struct {
-	mu    sync.Mutex
-	blobs map[string]int64
-}
-
-func (c *byteCounter) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i := strings.Index(r.URL.Path, "/blobs/sha256:")
-		if i < 0 || r.Method != http.MethodGet {
-			next.ServeHTTP(w, r)
-			return
-		}
-		cw := &countingWriter{ResponseWriter: w}
-		next.ServeHTTP(cw, r)
-		c.mu.Lock()
-		c.blobs[r.URL.Path[i+len("/blobs/"):]] += cw.n
-		c.mu.Unlock()
-	})
-}
-
-func (c *byteCounter) get(dgst string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.blobs[dgst]
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n += int64(n)
-	return n, err
-}
-
-func (w *countingWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
-}
 
 // podmanEnv is a podman isolated in a temporary directory.
 type podmanEnv struct {
@@ -272,8 +226,8 @@ func readMounted(t *testing.T, p *podmanEnv, name string, n int64) string {
 // podman's overlay mount is exact.
 func TestStorePodman(t *testing.T) {
 	needPodman(t)
-	counter := &byteCounter{blobs: map[string]int64{}}
-	reg := testregistry.Start(t, testregistry.WithMiddleware(counter.middleware))
+	counter := &testregistry.BlobBytes{}
+	reg := testregistry.Start(t, testregistry.WithMiddleware(counter.Middleware))
 	src := t.TempDir()
 	path, sum := diskFile(t, src, "vm.qcow2", 24<<20, 31)
 	data, err := os.ReadFile(path)
@@ -287,19 +241,19 @@ func TestStorePodman(t *testing.T) {
 		name := reg.Host + "/store/disk:" + format
 		mustCLI(t, "convert", "--"+format, "--chunk-size", "256K", "disk:"+path, "docker://"+name)
 		layer, size := layerOf(t, "docker://"+name)
-		base := counter.get(layer) // what toc fetched
+		base := counter.Get(layer) // what toc fetched
 		start := time.Now()
 		p.run(t, "pull", "--tls-verify=false", "--signature-policy", p.policy, name)
-		pulled := counter.get(layer) - base
+		pulled := counter.Get(layer) - base
 		if got := readMounted(t, p, name, 4096); got != hex.EncodeToString(head[:]) {
 			t.Fatalf("%s: the first 4 KiB of the disk through podman's mount differ", format)
 		}
-		first := counter.get(layer) - base
+		first := counter.Get(layer) - base
 		took := time.Since(start)
 		if got := readMounted(t, p, name, int64(len(data))); got != sum {
 			t.Errorf("%s: sha256 of the disk through podman's mount %s, want %s", format, got, sum)
 		}
-		all := counter.get(layer) - base
+		all := counter.Get(layer) - base
 		t.Logf("%s: layer %d bytes; fetched by pull %d, by pull + first 4 KiB %d (%v), after reading the whole disk %d", format, size, pulled, first, took, all)
 		// TOC + at most 2 chunks of 256 KiB (compressed), well under the layer.
 		if first > size/4 || first > 2<<20 {
@@ -319,8 +273,8 @@ func TestStorePodman(t *testing.T) {
 // way; both read back exactly.
 func TestStorePodmanKey(t *testing.T) {
 	needPodman(t)
-	counter := &byteCounter{blobs: map[string]int64{}}
-	reg := testregistry.Start(t, testregistry.WithMiddleware(counter.middleware))
+	counter := &testregistry.BlobBytes{}
+	reg := testregistry.Start(t, testregistry.WithMiddleware(counter.Middleware))
 	dir := t.TempDir()
 	// Different disks: podman would reuse the signed image's layer for an
 	// unsigned image with the same one.
@@ -343,9 +297,9 @@ func TestStorePodmanKey(t *testing.T) {
 		sum  string
 	}{{signed, true, signedSum}, {unsigned, false, unsignedSum}} {
 		layer, size := layerOf(t, "docker://"+c.name)
-		base := counter.get(layer)
+		base := counter.Get(layer)
 		p.run(t, "pull", "--tls-verify=false", "--signature-policy", p.policy, c.name)
-		pulled := counter.get(layer) - base
+		pulled := counter.Get(layer) - base
 		t.Logf("%s: the pull fetched %d bytes of the %d-byte layer", c.name, pulled, size)
 		if c.lazy && pulled > size/4 {
 			t.Errorf("%s is signed, but the pull fetched %d bytes of the %d-byte layer", c.name, pulled, size)

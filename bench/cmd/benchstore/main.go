@@ -27,13 +27,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -70,44 +68,6 @@ func main() {
 		}
 		os.Exit(2)
 	}
-}
-
-// counter counts the bytes the registry sends per blob.
-type counter struct {
-	mu    sync.Mutex
-	blobs map[string]int64
-}
-
-func (c *counter) middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		i := strings.Index(r.URL.Path, "/blobs/sha256:")
-		if i < 0 || r.Method != http.MethodGet {
-			next.ServeHTTP(w, r)
-			return
-		}
-		cw := &countingWriter{ResponseWriter: w}
-		next.ServeHTTP(cw, r)
-		c.mu.Lock()
-		c.blobs[r.URL.Path[i+len("/blobs/"):]] += cw.n
-		c.mu.Unlock()
-	})
-}
-
-func (c *counter) get(d string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.blobs[d]
-}
-
-type countingWriter struct {
-	http.ResponseWriter
-	n int64
-}
-
-func (w *countingWriter) Write(p []byte) (int, error) {
-	n, err := w.ResponseWriter.Write(p)
-	w.n += int64(n)
-	return n, err
 }
 
 // result is one measurement.
@@ -151,8 +111,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	defer os.RemoveAll(regRoot)
-	cnt := &counter{blobs: map[string]int64{}}
-	reg, stopReg, err := testregistry.Serve(regRoot, cnt.middleware)
+	cnt := &testregistry.BlobBytes{}
+	reg, stopReg, err := testregistry.Serve(regRoot, cnt.Middleware)
 	if err != nil {
 		return err
 	}
@@ -210,7 +170,7 @@ func run(ctx context.Context, cfg config) error {
 			if err != nil {
 				return err
 			}
-			base := cnt.get(layer.Digest.String())
+			base := cnt.Get(layer.Digest.String())
 			start := time.Now()
 			err = p.run(ctx, "pull", "--tls-verify=false", "--signature-policy", p.policy, ref)
 			pulled := time.Since(start)
@@ -231,7 +191,7 @@ func run(ctx context.Context, cfg config) error {
 					f.Close()
 				}
 				firsts, pulls = append(firsts, time.Since(start)), append(pulls, pulled)
-				res.firstBytes = max(res.firstBytes, cnt.get(layer.Digest.String())-base)
+				res.firstBytes = max(res.firstBytes, cnt.Get(layer.Digest.String())-base)
 				if err == nil && string(got) != string(want) {
 					err = fmt.Errorf("%s: the 4 KiB at %d differ from the disk's", res.name, off)
 				}
@@ -242,7 +202,7 @@ func run(ctx context.Context, cfg config) error {
 			} else {
 				sum, err := readAll(path)
 				res.full = time.Since(start)
-				res.fullBytes = cnt.get(layer.Digest.String()) - base
+				res.fullBytes = cnt.Get(layer.Digest.String()) - base
 				if err == nil && sum != wantSum {
 					err = fmt.Errorf("%s: the disk read through the mount differs", res.name)
 				}
