@@ -7,7 +7,6 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -215,36 +214,7 @@ func TestMountCorrupt(t *testing.T) {
 	needFUSE(t)
 	t.Parallel()
 	reg := testregistry.Start(t)
-	path, _ := diskFile(t, t.TempDir(), "vm.img", 2<<20, 5)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := "docker://" + reg.Host + "/mount/corrupt:1"
-	mustCLI(t, "convert", "--zstd-chunked", "--chunk-size", "64K", "disk:"+path, ref)
-	var res tocOutput
-	if err := json.Unmarshal([]byte(mustCLI(t, "toc", "--format", "json", "--chunks", ref)), &res); err != nil {
-		t.Fatal(err)
-	}
-	var bad chunkTOC
-	for _, c := range res.Layers[0].Files[len(res.Layers[0].Files)-1].ChunkList {
-		if c.CompressedSize > 1000 && c.Offset > 1<<20 {
-			bad = c
-			break
-		}
-	}
-	if bad.Size == 0 {
-		t.Fatal("no chunk to corrupt")
-	}
-	blob := reg.BlobPath(res.Layers[0].Digest)
-	b, err := os.ReadFile(blob)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b[bad.CompressedOffset+bad.CompressedSize/2] ^= 1
-	if err := os.WriteFile(blob, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	ref, data, bad := corruptDisk(t, reg, "mount/corrupt:1")
 
 	m := mountProcess(t, t.TempDir(), "--readahead", "0", ref)
 	f, err := os.Open(m.path)

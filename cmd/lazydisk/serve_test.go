@@ -484,19 +484,17 @@ func TestServeErrors(t *testing.T) {
 	}
 }
 
-// TestServeCorrupt serves an image with a corrupt chunk: reading it fails
-// with EIO, the error is logged, and the rest of the disk still reads.
-func TestServeCorrupt(t *testing.T) {
-	t.Parallel()
-	needClients(t, "qemu-io")
-	reg := testregistry.Start(t)
-	dir := t.TempDir()
-	path, _ := diskFile(t, dir, "vm.img", 2<<20, 5)
+// corruptDisk pushes a 2 MiB disk as zstd:chunked (64 KiB chunks) to reg as
+// REPO:TAG and flips a bit in one of its chunks past 1 MiB in the
+// registry's storage. It returns the reference, the disk and that chunk.
+func corruptDisk(t *testing.T, reg *testregistry.Registry, repoTag string) (string, []byte, chunkTOC) {
+	t.Helper()
+	path, _ := diskFile(t, t.TempDir(), "vm.img", 2<<20, 5)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := "docker://" + reg.Host + "/serve/corrupt:1"
+	ref := "docker://" + reg.Host + "/" + repoTag
 	mustCLI(t, "convert", "--zstd-chunked", "--chunk-size", "64K", "disk:"+path, ref)
 	var res tocOutput
 	if err := json.Unmarshal([]byte(mustCLI(t, "toc", "--format", "json", "--chunks", ref)), &res); err != nil {
@@ -521,6 +519,16 @@ func TestServeCorrupt(t *testing.T) {
 	if err := os.WriteFile(blob, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return ref, data, bad
+}
+
+// TestServeCorrupt serves an image with a corrupt chunk: reading it fails
+// with EIO, the error is logged, and the rest of the disk still reads.
+func TestServeCorrupt(t *testing.T) {
+	t.Parallel()
+	needClients(t, "qemu-io")
+	reg := testregistry.Start(t)
+	ref, data, bad := corruptDisk(t, reg, "serve/corrupt:1")
 
 	// The clients run as serve --run's command, which has the URI in $uri.
 	script := fmt.Sprintf(`qemu-io -r -f raw -c 'read %d 4096' "$uri" 2>&1 | sed 's/^/corrupt: /'; qemu-io -r -f raw -c 'read -v 4096 8192' "$uri"`, bad.Offset)
