@@ -141,16 +141,15 @@ type File struct {
 	kind   Kind
 	o      options
 
-	f   *os.File
-	w   io.Writer // f, buffered for streams
-	buf *bufio.Writer
+	f   *os.File      // nil for a Stream
+	buf *bufio.Writer // streams are written through it; files and devices at offsets
 	pos int64
 
 	tmp       string      // Regular: the temporary file
 	keepMode  os.FileMode // Regular: the mode of the file replaced
 	owner     *syscall.Stat_t
 	devSize   int64 // BlockDevice
-	sector    int64 // BlockDevice: its logical block size, once known
+	sector    int64 // BlockDevice: its logical block size, the alignment the kernel's zeroing needs
 	finished  bool
 	zeroWrite bool // BlockDevice: fallocate zeroing failed once; write zeros
 }
@@ -235,7 +234,6 @@ func (out *File) openDescriptor(fd int) (*File, error) {
 	out.kind = Descriptor
 	out.f = os.NewFile(uintptr(dup), out.name)
 	out.buf = bufio.NewWriterSize(out.f, 1<<20)
-	out.w = out.buf
 	return out, nil
 }
 
@@ -256,7 +254,7 @@ func (out *File) createRegular(old fs.FileInfo) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating %s: %w", out.name, unwrapPath(err))
 	}
-	out.kind, out.f, out.w, out.tmp = Regular, f, f, tmp
+	out.kind, out.f, out.tmp = Regular, f, tmp
 	return out, nil
 }
 
@@ -274,7 +272,7 @@ func (out *File) openDevice() (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: block device of %s, smaller than the %s to write", out.name, size.Format(n), size.Format(out.o.need))
 	}
-	out.f, out.w, out.devSize = f, f, n
+	out.f, out.devSize, out.sector = f, n, logicalBlockSize(f)
 	return out, nil
 }
 
@@ -310,7 +308,6 @@ func (out *File) openStream(ctx context.Context) (*File, error) {
 	}
 	out.f = r.f
 	out.buf = bufio.NewWriterSize(r.f, 1<<20)
-	out.w = out.buf
 	return out, nil
 }
 
@@ -318,7 +315,7 @@ func (out *File) openStream(ctx context.Context) (*File, error) {
 // messages): what a command writes to its standard output.
 func Stream(w io.Writer, name string) *File {
 	buf := bufio.NewWriterSize(w, 1<<20)
-	return &File{name: name, target: name, kind: Descriptor, o: options{perm: 0o666, need: -1}, w: buf, buf: buf}
+	return &File{name: name, target: name, kind: Descriptor, o: options{perm: 0o666, need: -1}, buf: buf}
 }
 
 // Name is the path as the user named it.
@@ -360,7 +357,7 @@ func (out *File) writeAt(p []byte) (int, error) {
 	var n int
 	var err error
 	if out.buf != nil {
-		n, err = out.w.Write(p)
+		n, err = out.buf.Write(p)
 	} else {
 		n, err = out.f.WriteAt(p, out.pos)
 	}
@@ -424,8 +421,8 @@ func (out *File) Skip(n int64) error {
 	}
 	if out.kind == BlockDevice && !out.zeroWrite {
 		// The kernel zeroes the aligned middle; the ends are written.
-		head := min(n, (out.sectorSize()-out.pos%out.sectorSize())%out.sectorSize())
-		mid := (n - head) / out.sectorSize() * out.sectorSize()
+		head := min(n, (out.sector-out.pos%out.sector)%out.sector)
+		mid := (n - head) / out.sector * out.sector
 		if mid > 0 {
 			if err := out.writeZeros(head); err != nil {
 				return err
@@ -450,15 +447,6 @@ func (out *File) writeZeros(n int64) error {
 		n -= m
 	}
 	return nil
-}
-
-// sectorSize is a block device's logical block size, the alignment the
-// kernel's zeroing needs.
-func (out *File) sectorSize() int64 {
-	if out.sector == 0 {
-		out.sector = logicalBlockSize(out.f)
-	}
-	return out.sector
 }
 
 // checkRoom refuses writes past the end of a block device.
